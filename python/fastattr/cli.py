@@ -1,0 +1,66 @@
+"""The `fastattr` command: a thin dispatcher; each stage registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import FastattrError
+
+# Subcommand group -> module with `register(subparsers)`. Each module imports its heavy
+# dependencies (torch, onnx) inside the handlers, so `fastattr --help` stays fast.
+_COMMAND_MODULES = (
+    "fastattr.world.cli",
+    "fastattr.t2i.cli",
+    "fastattr.teacher.cli",
+    "fastattr.student.cli",
+    "fastattr.export.cli",
+    "fastattr.index_cli",
+    "fastattr.query_cli",
+    "fastattr.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every stage's subcommands that is installed."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fastattr", description="Fast data attribution for text-to-image models."
+    )
+    parser.add_argument("--version", action="version", version=f"fastattr {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # A stage that is not part of this installation simply adds no commands.
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except FastattrError as exc:
+        print(f"fastattr: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastattr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
