@@ -1,0 +1,237 @@
+"""Dataset folders: writing the array layout atomically and reading it (or a user's image folder) back."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._atomic import atomic_dir
+from ..errors import DatasetError
+
+__all__ = ["Dataset", "load_dataset", "write_dataset", "FORMAT", "VERSION"]
+
+FORMAT = "fastattr-dataset"
+VERSION = 1
+
+
+@dataclass
+class Dataset:
+    """Image–caption pairs in row order; row i is item ``item_ids[i]``.
+
+    Attributes:
+        images: uint8 (N, H, W, 3), memory-mapped when read from ``images.npy``.
+        captions: one caption per row.
+        item_ids: uint64 (N,) external ids (the row index for generated worlds).
+        attributes: one dict per row (empty dicts when the source has none).
+        uris: optional source path or URI per row.
+        path: the folder it was read from, if any.
+        meta: the rest of ``dataset.json``.
+
+    Example:
+        >>> ds = Dataset(np.zeros((1, 4, 4, 3), np.uint8), ["a"], np.zeros(1, np.uint64), [{}])
+        >>> len(ds), ds.image_size
+        (1, (4, 4))
+    """
+
+    images: np.ndarray
+    captions: list[str]
+    item_ids: np.ndarray
+    attributes: list[dict[str, Any]]
+    uris: list[str | None] | None = None
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+
+def write_dataset(
+    path: str | os.PathLike[str], images: np.ndarray, captions: Sequence[str],
+    attributes: Sequence[dict[str, Any]] | None = None, *, item_ids: Sequence[int] | None = None,
+    uris: Sequence[str | None] | None = None, meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``images.npy``, ``items.jsonl`` and ``dataset.json`` into a new folder, atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_dataset(pathlib.Path(tempfile.mkdtemp()) / "d",
+        ...                   np.zeros((2, 4, 4, 3), np.uint8), ["x", "y"])
+        >>> len(load_dataset(p))
+        2
+    """
+    images = np.ascontiguousarray(images)
+    n = int(images.shape[0]) if images.ndim == 4 else -1
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise DatasetError(
+            f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}."
+        )
+    attributes = list(attributes) if attributes is not None else [{} for _ in range(n)]
+    ids = list(range(n)) if item_ids is None else [int(i) for i in item_ids]
+    if not (len(captions) == len(attributes) == len(ids) == n):
+        raise DatasetError(
+            f"images ({n}), captions ({len(captions)}), attributes ({len(attributes)}) and "
+            f"item_ids ({len(ids)}) must have one entry per item."
+        )
+    if uris is not None and len(uris) != n:
+        raise DatasetError(f"uris has {len(uris)} entries for {n} images.")
+    target = Path(path)
+    with atomic_dir(target) as tmp:
+        np.save(tmp / "images.npy", images, allow_pickle=False)
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
+            for i in range(n):
+                row: dict[str, Any] = {"item_id": ids[i], "caption": str(captions[i]),
+                                       "attributes": attributes[i]}
+                if uris is not None and uris[i] is not None:
+                    row["uri"] = uris[i]
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+        header = {"format": FORMAT, "version": VERSION, "n_items": n,
+                  "image_size": [int(images.shape[1]), int(images.shape[2])], **(meta or {})}
+        (tmp / "dataset.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{path} line {line_no} is not valid JSON ({exc.msg}). Fix or regenerate the file."
+                ) from None
+            if not isinstance(row, dict) or not isinstance(row.get("caption"), str):
+                raise DatasetError(
+                    f"{path} line {line_no} must be a JSON object with a string \"caption\"."
+                )
+            rows.append(row)
+    return rows
+
+
+def _ids_of(rows: list[dict[str, Any]], where: Path) -> np.ndarray:
+    ids = [r.get("item_id", i) for i, r in enumerate(rows)]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise DatasetError(f"{where}: every item_id must be a non-negative integer.")
+    if len(set(ids)) != len(ids):
+        raise DatasetError(f"{where}: item_id values must be unique.")
+    return np.asarray(ids, dtype=np.uint64)
+
+
+def load_dataset(path: str | os.PathLike[str], *, image_size: int | None = None) -> Dataset:
+    """Read a dataset folder.
+
+    Two layouts are understood: the array layout written by :func:`write_dataset`
+    (``dataset.json`` + ``images.npy`` + ``items.jsonl``), and a plain image folder: an
+    ``items.jsonl`` whose rows carry ``"image"`` (a path relative to the folder) and ``"caption"``
+    (optionally ``"item_id"`` and ``"attributes"``). Plain-folder images are decoded to RGB and,
+    if ``image_size`` is given, resized to a square of that side; they must then share one size.
+
+    Raises:
+        DatasetError: the folder or a file is missing, unreadable or inconsistent.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_dataset(pathlib.Path(tempfile.mkdtemp()) / "d",
+        ...                   np.zeros((1, 4, 4, 3), np.uint8), ["x"])
+        >>> load_dataset(p).captions
+        ['x']
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset folder {root} does not exist. Create one with `fastattr world make {root}`."
+        )
+    items = root / "items.jsonl"
+    if not items.is_file():
+        raise DatasetError(f"{root} has no items.jsonl: it is not a dataset folder.")
+    if (root / "dataset.json").is_file():
+        return _load_array_layout(root)
+    return _load_image_folder(root, _read_jsonl(items), image_size)
+
+
+def _load_array_layout(root: Path) -> Dataset:
+    try:
+        header = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{root / 'dataset.json'} is not valid JSON ({exc}).") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DatasetError(f"{root / 'dataset.json'} does not declare format {FORMAT!r}.")
+    if header.get("version") != VERSION:
+        raise DatasetError(
+            f"{root / 'dataset.json'} has version {header.get('version')!r}; this fastattr reads "
+            f"version {VERSION}. Regenerate the dataset or upgrade fastattr."
+        )
+    try:
+        images = np.load(root / "images.npy", mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{root} has no images.npy. Regenerate the dataset folder.") from None
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{root / 'images.npy'} cannot be read as an array ({exc}).") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise DatasetError(
+            f"{root / 'images.npy'} must hold uint8 (N, H, W, 3), found {images.dtype} {images.shape}."
+        )
+    rows = _read_jsonl(root / "items.jsonl")
+    n = header.get("n_items")
+    if n != images.shape[0] or n != len(rows):
+        raise DatasetError(
+            f"{root}: dataset.json says n_items={n!r}, images.npy has {images.shape[0]} rows and "
+            f"items.jsonl {len(rows)} lines. The folder is incomplete; regenerate it."
+        )
+    meta = {k: v for k, v in header.items() if k not in ("format", "version")}
+    uris = [r.get("uri") for r in rows]
+    return Dataset(
+        images=images, captions=[r["caption"] for r in rows], item_ids=_ids_of(rows, root),
+        attributes=[r.get("attributes") or {} for r in rows],
+        uris=uris if any(u is not None for u in uris) else None, path=root, meta=meta,
+    )
+
+
+def _load_image_folder(root: Path, rows: list[dict[str, Any]], image_size: int | None) -> Dataset:
+    from PIL import Image
+
+    if not rows:
+        raise DatasetError(f"{root / 'items.jsonl'} lists no items.")
+    base = root.resolve()
+    arrays = []
+    for line_no, row in enumerate(rows, 1):
+        rel = row.get("image")
+        if not isinstance(rel, str):
+            raise DatasetError(
+                f"{root / 'items.jsonl'} line {line_no} has no \"image\" path (and the folder has "
+                "no dataset.json, so images must be listed per item)."
+            )
+        file = (root / rel).resolve()
+        if base not in file.parents:
+            raise DatasetError(f"{root / 'items.jsonl'} line {line_no}: {rel!r} leaves the folder.")
+        try:
+            with Image.open(file) as img:
+                img = img.convert("RGB")
+                if image_size is not None:
+                    img = img.resize((image_size, image_size), Image.Resampling.BOX)
+                arrays.append(np.asarray(img, dtype=np.uint8))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read image {file} ({exc}).") from None
+        if arrays[-1].shape != arrays[0].shape:
+            raise DatasetError(
+                f"{file} is {arrays[-1].shape[:2]} but the first image is {arrays[0].shape[:2]}; "
+                "pass image_size to resize all images to one size."
+            )
+    return Dataset(
+        images=np.stack(arrays), captions=[r["caption"] for r in rows],
+        item_ids=_ids_of(rows, root), attributes=[r.get("attributes") or {} for r in rows],
+        uris=[r["image"] for r in rows], path=root,
+        meta={"n_items": len(rows), "image_size": list(arrays[0].shape[:2]), "source": "image-folder"},
+    )
