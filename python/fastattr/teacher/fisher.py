@@ -1,0 +1,136 @@
+"""Fitting the key/value Fisher (diagonal and EK-FAC) from per-sample gradients of the training loss."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import DatasetError, InputError
+from .ekfac import KVFisher, LayerFisher
+from .layers import PerSampleGrads, find_kv_layers
+from .scoring import LossFn, ddpm_loss, seed_of
+
+__all__ = ["fit_fisher"]
+
+
+def _batches(
+    n_items: int, draws_per_item: int, batch_size: int, seed: int, shape: tuple[int, ...], n_train_t: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    # Each batch's (timestep, noise) draw is seeded by its position, so the second EK-FAC pass
+    # sees exactly the samples the first pass used for the Kronecker factors.
+    for draw in range(draws_per_item):
+        for start in range(0, n_items, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n_items))
+            gen = torch.Generator().manual_seed(seed_of(seed, "fisher", draw, start))
+            t = torch.randint(0, n_train_t, (len(idx),), generator=gen)
+            noise = torch.randn((len(idx), *shape), generator=gen)
+            yield idx, t, noise
+
+
+def fit_fisher(
+    unet: nn.Module,
+    images: torch.Tensor,
+    text_states: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    draws_per_item: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    damping_factor: float = 0.1,
+    loss_fn: LossFn = ddpm_loss,
+    progress: bool = True,
+) -> KVFisher:
+    """Fit the diagonal and EK-FAC Fisher of the cross-attention key/value weights.
+
+    One sample is one (training item, timestep, noise) draw of the DDPM loss. Pass 1 gathers,
+    token-wise, A = E[a aᵀ] and G = E[g gᵀ] (the standard KFAC treatment of a layer shared across
+    text tokens; their scale does not matter because Λ is refitted) and the diagonal
+    E[(∇W)²] from per-sample gradients ∇W = Σ_t g_t a_tᵀ. After the eigendecompositions, pass 2
+    replays the same draws to fit the eigenvalue correction Λ = E[(Q_Gᵀ ∇W Q_A)²].
+
+    Args:
+        images: (N, C, H, W) training images in [-1, 1].
+        text_states: (N, L, D) frozen text states of their captions.
+        alphas_cumprod: (T,) the noise schedule.
+        draws_per_item: (timestep, noise) draws per training item.
+
+    Example:
+        >>> fisher = fit_fisher(unet, x, c, alphas_cumprod, draws_per_item=2)  # doctest: +SKIP
+        >>> fisher.save("fisher.safetensors")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    n = images.shape[0]
+    if n == 0 or text_states.shape[0] != n:
+        raise DatasetError(
+            f"fit_fisher needs one text state per image: got {n} images and "
+            f"{text_states.shape[0]} text states"
+        )
+    if draws_per_item < 1 or batch_size < 1:
+        raise InputError(f"draws_per_item ({draws_per_item}) and batch_size ({batch_size}) must be ≥ 1")
+    layers = find_kv_layers(unet)
+    shape, n_t = tuple(images.shape[1:]), int(alphas_cumprod.shape[0])
+    n_batches = draws_per_item * ((n + batch_size - 1) // batch_size)
+    was_training = unet.training
+    unet.eval()
+    stats = {
+        name: {
+            "A": torch.zeros(layer.in_features, layer.in_features, dtype=torch.float64),
+            "G": torch.zeros(layer.out_features, layer.out_features, dtype=torch.float64),
+            "diag": torch.zeros(layer.out_features, layer.in_features, dtype=torch.float64),
+            "eig": torch.zeros(layer.out_features, layer.in_features, dtype=torch.float64),
+            "tokens": 0,
+        }
+        for name, layer in layers.items()
+    }
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    n_samples = 0
+    try:
+        with PerSampleGrads(unet) as cap:
+            for pass_no in (1, 2):
+                bar = tqdm(
+                    _batches(n, draws_per_item, batch_size, seed, shape, n_t),
+                    total=n_batches,
+                    desc=f"Fisher pass {pass_no}/2",
+                    disable=not progress,
+                )
+                for idx, t, noise in bar:
+                    cap.clear()
+                    unet.zero_grad(set_to_none=True)
+                    loss_fn(unet, images[idx], text_states[idx], t, noise, alphas_cumprod).sum().backward()
+                    for name in layers:
+                        a, g = cap.tokens(name)
+                        grad = torch.einsum("blo,bli->boi", g, a).double()
+                        st = stats[name]
+                        if pass_no == 1:
+                            a2, g2 = a.reshape(-1, a.shape[-1]).double(), g.reshape(-1, g.shape[-1]).double()
+                            st["A"] += a2.T @ a2
+                            st["G"] += g2.T @ g2
+                            st["tokens"] += a2.shape[0]
+                            st["diag"] += grad.pow(2).sum(0)
+                        else:
+                            q_a, q_g = bases[name]
+                            st["eig"] += (q_g.T @ grad @ q_a).pow(2).sum(0)
+                    if pass_no == 1:
+                        n_samples += len(idx)
+                if pass_no == 1:
+                    for name, st in stats.items():
+                        # eigh of symmetric PSD matrices; the eigenvalues are discarded (EK-FAC refits them).
+                        _, q_a = torch.linalg.eigh(st["A"] / st["tokens"])
+                        _, q_g = torch.linalg.eigh(st["G"] / st["tokens"])
+                        bases[name] = (q_a, q_g)
+    finally:
+        unet.zero_grad(set_to_none=True)
+        unet.train(was_training)
+    fitted = {
+        name: LayerFisher(
+            q_a=bases[name][0].float(),
+            q_g=bases[name][1].float(),
+            eigvals=(st["eig"] / n_samples).float(),
+            diag=(st["diag"] / n_samples).float(),
+        )
+        for name, st in stats.items()
+    }
+    return KVFisher(layers=fitted, n_samples=n_samples, damping_factor=damping_factor)

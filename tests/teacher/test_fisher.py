@@ -1,0 +1,69 @@
+"""Tests of fastattr.teacher.fisher (and the per-sample gradients of teacher.layers)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fastattr.errors import CheckpointError, DatasetError, InputError  # noqa: E402
+from fastattr.teacher.fisher import _batches, fit_fisher  # noqa: E402
+from fastattr.teacher.layers import PerSampleGrads, find_kv_layers  # noqa: E402
+from fastattr.teacher.scoring import ddpm_loss  # noqa: E402
+
+
+def _autograd_per_sample(unet, images, text, ac, batch_size):
+    """Slow reference: one backward per sample, plain autograd, no hooks."""
+    layers = find_kv_layers(unet)
+    grads = {name: [] for name in layers}
+    for idx, t, noise in _batches(len(images), 1, batch_size, 0, tuple(images.shape[1:]), len(ac)):
+        for k, i in enumerate(idx.tolist()):
+            loss = ddpm_loss(unet, images[i : i + 1], text[i : i + 1], t[k : k + 1], noise[k : k + 1], ac)
+            gs = torch.autograd.grad(loss.sum(), [layer.weight for layer in layers.values()])
+            for name, g in zip(layers, gs):
+                grads[name].append(g.double())
+    return {name: torch.stack(v) for name, v in grads.items()}
+
+
+def test_fit_matches_explicit_per_sample_gradients(tiny) -> None:
+    unet, ac, images, text = tiny
+    fisher = fit_fisher(unet, images, text, ac, batch_size=5, progress=False)
+    ref = _autograd_per_sample(unet, images, text, ac, batch_size=5)
+    assert fisher.n_samples == len(images)
+    for name, grads in ref.items():
+        layer = fisher.layers[name]
+        torch.testing.assert_close(layer.diag.double(), grads.pow(2).mean(0), rtol=1e-4, atol=1e-10)
+        proj = torch.einsum("go,noi,ia->nga", layer.q_g.double().T, grads, layer.q_a.double())
+        torch.testing.assert_close(layer.eigvals.double(), proj.pow(2).mean(0), rtol=1e-4, atol=1e-10)
+        # Orthonormal eigenbases: EK-FAC keeps the Fisher's trace (= trace of the diagonal Fisher).
+        torch.testing.assert_close(layer.eigvals.sum(), layer.diag.sum(), rtol=1e-4, atol=1e-10)
+        eye = torch.eye(layer.q_a.shape[0])
+        torch.testing.assert_close(layer.q_a.T @ layer.q_a, eye, rtol=0, atol=1e-5)
+
+
+def test_token_wise_factors(tiny) -> None:
+    unet, ac, images, text = tiny
+    with PerSampleGrads(unet) as cap:
+        t = torch.full((4,), 30)
+        ddpm_loss(unet, images[:4], text[:4], t, torch.randn(4, 3, 8, 8), ac).sum().backward()
+        name = next(iter(cap.layers))
+        a, g = cap.tokens(name)
+        assert a.shape == (4, 3, 6)  # the key/value layers see every text token
+        torch.testing.assert_close(a, text[:4])
+        per = cap.per_sample()[name]
+        torch.testing.assert_close(per.sum(0), cap.layers[name].weight.grad, rtol=1e-4, atol=1e-7)
+    unet.zero_grad(set_to_none=True)
+    assert all(p.requires_grad for p in unet.parameters())  # flags restored
+
+
+def test_errors(tiny) -> None:
+    unet, ac, images, text = tiny
+    with pytest.raises(DatasetError, match="one text state per image"):
+        fit_fisher(unet, images, text[:3], ac, progress=False)
+    with pytest.raises(InputError, match="must be ≥ 1"):
+        fit_fisher(unet, images, text, ac, draws_per_item=0, progress=False)
+    with pytest.raises(CheckpointError, match="no cross-attention key/value layers"):
+        find_kv_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with PerSampleGrads(unet) as cap:
+        with pytest.raises(CheckpointError, match="no gradient reached"):
+            cap.tokens(next(iter(cap.layers)))
