@@ -1,0 +1,94 @@
+// A read-only memory map of one whole file; RAII and move-only.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "errors.hpp"
+
+namespace fastattr {
+
+class MappedFile {
+public:
+    MappedFile() = default;
+    explicit MappedFile(const std::string& path) : path_(path) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            const int err = errno;
+            if (err == ENOENT)
+                fail(ErrorKind::format, "no index file at " + path + ": build one with fastattr.index.build.");
+            fail(ErrorKind::io, "cannot open " + path + ": " + std::strerror(err));
+        }
+        struct stat st;
+        if (::fstat(fd, &st) != 0) {
+            const int err = errno;
+            ::close(fd);
+            fail(ErrorKind::io, "cannot stat " + path + ": " + std::strerror(err));
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ::close(fd);
+            fail(ErrorKind::format, path + " is not a regular file, so it cannot be an index.");
+        }
+        size_ = static_cast<uint64_t>(st.st_size);
+        if (size_ > 0) {
+            // MAP_SHARED read-only: the page cache is shared by every process that opens the index.
+            void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+            if (p == MAP_FAILED) {
+                const int err = errno;
+                ::close(fd);
+                fail(ErrorKind::io, "cannot memory-map " + path + ": " + std::strerror(err));
+            }
+            data_ = static_cast<const uint8_t*>(p);
+        }
+        ::close(fd);  // the mapping keeps the file alive
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    MappedFile(MappedFile&& other) noexcept { swap(other); }
+    MappedFile& operator=(MappedFile&& other) noexcept {
+        if (this != &other) {
+            release();
+            swap(other);
+        }
+        return *this;
+    }
+    ~MappedFile() { release(); }
+
+    const uint8_t* data() const noexcept { return data_; }
+    uint64_t size() const noexcept { return size_; }
+    const std::string& path() const noexcept { return path_; }
+
+    // Asks the kernel to start reading the range in; a hint only, errors are harmless.
+    void will_need(uint64_t offset, uint64_t bytes) const noexcept {
+        if (data_ == nullptr || bytes == 0) return;
+        const uint64_t page = 4096;
+        const uint64_t start = offset / page * page;
+        ::madvise(const_cast<uint8_t*>(data_) + start, offset + bytes - start, MADV_WILLNEED);
+    }
+
+private:
+    void release() noexcept {
+        if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+        data_ = nullptr;
+        size_ = 0;
+    }
+    void swap(MappedFile& other) noexcept {
+        std::swap(data_, other.data_);
+        std::swap(size_, other.size_);
+        std::swap(path_, other.path_);
+    }
+
+    const uint8_t* data_ = nullptr;
+    uint64_t size_ = 0;
+    std::string path_;
+};
+
+}  // namespace fastattr
