@@ -6,7 +6,6 @@ Runtime path only: numpy, onnxruntime, tokenizers, Pillow and fastattr.index; ne
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -84,7 +83,6 @@ class Attributor:
         self._items = items
         self._threads = threads
         self._tokenizer = Tokenizer.from_file(bundle.file("tokenizer"), max_length=bundle.spec.max_length)
-        self._lock = threading.Lock()  # guards nothing on the query path; kept for close()
 
     @classmethod
     def load(

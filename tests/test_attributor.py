@@ -1,0 +1,190 @@
+"""Tests of fastattr.Attributor: end-to-end queries, agreement with torch, devices, bad inputs, threads."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import _export_kit as kit
+import fastattr
+from fastattr.errors import BundleError, DeviceError, InputError
+
+
+@pytest.fixture(scope="module")
+def attributor():
+    return fastattr.Attributor.load(kit.bundle(), device="cpu")
+
+
+def _brute_force(attributor, image, prompt):
+    """Exact ranking of every item by inner product: the reference for the index path."""
+    data = kit.dataset()
+    items = attributor.embed(list(data.images), list(data.captions))
+    query = attributor.embed([image], [prompt])[0]
+    scores = items @ query
+    return np.asarray(data.item_ids)[np.argsort(-scores, kind="stable")], np.sort(scores)[::-1]
+
+
+def test_query_end_to_end(attributor):
+    data = kit.dataset()
+    hits = attributor.query(data.images[7], data.captions[7], k=5)
+    assert [h.rank for h in hits] == list(range(5))
+    assert hits[0].item_id == int(data.item_ids[7])  # a training pair is its own best match
+    assert hits[0].caption == data.captions[7] and hits[0].uri is None
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    ids, scores = _brute_force(attributor, data.images[7], data.captions[7])
+    assert [h.item_id for h in hits] == ids[:5].tolist()
+    np.testing.assert_allclose([h.score for h in hits], scores[:5], atol=2e-2)  # int8 index scores
+    assert attributor.device == "cpu" and len(attributor) == kit.N_ITEMS and "Attributor(" in repr(attributor)
+
+
+def test_embed_matches_the_torch_embedder(attributor):
+    torch = pytest.importorskip("torch")
+    student_spec = pytest.importorskip("fastattr.student.spec")
+    spec = student_spec.EmbedderSpec(**kit.spec_dict())
+    data = kit.dataset()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 24, 24, 3), dtype=np.uint8)  # other size: exercises the resize
+    prompts = [data.captions[i] for i in range(6)]
+    with torch.no_grad():
+        ids, mask = student_spec.tokenize(prompts, spec)
+        reference = kit.standin()(torch.from_numpy(student_spec.preprocess_images(images, spec)),
+                                  torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    ours = attributor.embed(list(images), prompts)
+    assert ours.dtype == np.float32 and ours.shape == (6, kit.DIM)
+    assert np.abs(ours - reference).max() <= 1e-4
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_image_kinds_give_the_same_answer(attributor, tmp_path):
+    data = kit.dataset()
+    rgb = np.asarray(data.images[2])
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    path = tmp_path / "q.png"
+    path.write_bytes(buffer.getvalue())
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    reference = attributor.embed([rgb], [data.captions[2]])
+    for image in (Image.fromarray(rgb), buffer.getvalue(), str(path), rgba, rgb.astype(np.uint16) * 257):
+        np.testing.assert_array_equal(attributor.embed(image, data.captions[2]), reference)
+    gray = attributor.query(Image.fromarray(rgb).convert("L"), data.captions[2], k=3)
+    assert len(gray) == 3
+
+
+def test_query_batch_and_exclude(attributor):
+    data = kit.dataset()
+    batch = attributor.query_batch([data.images[0], data.images[1]], [data.captions[0], data.captions[1]], k=4)
+    assert [h.item_id for h in batch[1]] == [h.item_id for h in attributor.query(data.images[1], data.captions[1], k=4)]
+    best = batch[0][0].item_id
+    excluded = attributor.query(data.images[0], data.captions[0], k=4, exclude=[best, 10**12])
+    assert best not in [h.item_id for h in excluded] and len(excluded) == 4
+    everything = attributor.query(data.images[0], data.captions[0], k=10**6, exclude=list(data.item_ids[:-2]))
+    assert len(everything) == 2  # k larger than what is left: every remaining item, no padding
+
+
+def test_k_larger_than_index_returns_every_item(attributor):
+    data = kit.dataset()
+    hits = attributor.query(data.images[0], data.captions[0], k=kit.N_ITEMS + 50)
+    assert len(hits) == kit.N_ITEMS and len({h.item_id for h in hits}) == kit.N_ITEMS
+
+
+@pytest.mark.parametrize("k, message", [(0, "at least 1"), (-3, "at least 1"), (2.5, "must be an int"), (True, "must be an int")])
+def test_bad_k(attributor, k, message):
+    data = kit.dataset()
+    with pytest.raises(InputError, match=message):
+        attributor.query(data.images[0], data.captions[0], k=k)
+
+
+def test_bad_inputs(attributor):
+    data = kit.dataset()
+    with pytest.raises(InputError, match="not a decodable image"):
+        attributor.query(b"GIF89a but not really", "a red square")
+    with pytest.raises(InputError, match="empty"):
+        attributor.query(np.zeros((0, 0, 3), np.uint8), "a red square")
+    with pytest.raises(InputError, match="prompt 0 is empty"):
+        attributor.query(data.images[0], "")
+    with pytest.raises(InputError, match="2 images and 1 prompts"):
+        attributor.embed([data.images[0], data.images[1]], ["a"])
+    with pytest.raises(InputError, match="list of prompts"):
+        attributor.query_batch([data.images[0]], "a red square")
+    with pytest.raises(InputError, match="exclude"):
+        attributor.query(data.images[0], "a red square", exclude=["x"])
+    long_prompt = " ".join([data.captions[0]] * 30)  # far beyond max_length: truncated, still answered
+    assert len(attributor.query(data.images[0], long_prompt, k=2)) == 2
+
+
+def test_threads_give_the_same_answers(attributor):
+    data = kit.dataset()
+    pairs = [(data.images[i % kit.N_ITEMS], data.captions[i % kit.N_ITEMS]) for i in range(24)]
+    expected = [[h.item_id for h in attributor.query(img, cap, k=5)] for img, cap in pairs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: [h.item_id for h in attributor.query(p[0], p[1], k=5)], pairs))
+    assert got == expected
+
+
+def test_precision_variants_and_options():
+    data = kit.dataset()
+    for precision in ("fp16", "int8"):
+        other = fastattr.Attributor.load(kit.bundle(), device="cpu", precision=precision, threads=1, verify="sizes")
+        hits = other.query(data.images[4], data.captions[4], k=3)
+        assert hits[0].item_id == int(data.item_ids[4])
+    with pytest.raises(InputError, match="device"):
+        fastattr.Attributor.load(kit.bundle(), device="tpu")
+    with pytest.raises(InputError, match="precision"):
+        fastattr.Attributor.load(kit.bundle(), precision="bf16")
+    with pytest.raises(InputError, match="threads"):
+        fastattr.Attributor.load(kit.bundle(), threads=0)
+
+
+def test_missing_variant(tmp_path):
+    import json
+
+    root = kit.copy_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["roles"]["embedder_fp16"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no fp16 embedder"):
+        fastattr.Attributor.load(root, precision="fp16")
+
+
+class _FakeSession:
+    """An InferenceSession stand-in that 'fell back' to CPU although CUDA was asked for."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+
+def test_devices(monkeypatch):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(DeviceError, match="no CUDA provider"):
+            fastattr.Attributor.load(kit.bundle(), device="cuda")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # CUDA not installed at all: auto is CPU, silently
+            assert fastattr.Attributor.load(kit.bundle(), device="auto").device == "cpu"
+    # onnxruntime-gpu installed but no usable GPU: the session silently falls back; we must notice.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", _FakeSession)
+    with pytest.raises(DeviceError, match="onnxruntime gave"):
+        fastattr.Attributor.load(kit.bundle(), device="cuda")
+    with pytest.warns(RuntimeWarning, match="running on CPU"):
+        assert fastattr.Attributor.load(kit.bundle(), device="auto").device == "cpu"
+
+
+def test_index_and_manifest_disagree(tmp_path):
+    import json
+
+    root = kit.copy_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["dim"] = kit.DIM + 1
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the manifest says"):
+        fastattr.Attributor.load(root)
