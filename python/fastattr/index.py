@@ -1,0 +1,388 @@
+"""The native memory-mapped int8 index from Python: build, append in chunks, open, search.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from fastattr import index
+    >>> path = os.path.join(tempfile.mkdtemp(), "items.fai")
+    >>> vectors = np.eye(4, 8, dtype=np.float32)
+    >>> index.build(path, vectors, np.array([10, 11, 12, 13], dtype=np.uint64))
+    >>> found = index.open(path)
+    >>> ids, scores = found.search(vectors[2], k=2)
+    >>> int(ids[0]), round(float(scores[0]), 3)
+    (12, 1.0)
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import IndexFormatError, IndexQueryError, MissingDependencyError
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise MissingDependencyError(
+        "fastattr's native core (fastattr._core) is not built. Install the package with "
+        "`pip install .`, or for development run scripts/build_inplace.sh."
+    ) from exc
+
+__all__ = ["Index", "IndexWriter", "build", "open", "kernel"]
+
+# Rows converted to float32 per writer call: bounds the extra memory of build() on huge arrays.
+_CHUNK_ROWS = 65536
+
+
+def kernel() -> str:
+    """Name of the scan kernel this process uses: "avx512_vnni", "avx2", "neon" or "scalar".
+
+    Chosen once per process from the CPU; ``FASTATTR_KERNEL=scalar`` (or ``avx2``) narrows it.
+
+    Example:
+        >>> kernel() in {"avx512_vnni", "avx2", "neon", "scalar"}
+        True
+    """
+    return str(_core.kernel())
+
+
+def _as_int(value: Any, name: str, error: type[Exception]) -> int:
+    if isinstance(value, bool):
+        raise error(f"{name} must be an integer, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise error(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def _as_ids(values: Any, what: str, error: type[Exception]) -> np.ndarray:
+    """Non-negative integer ids as a contiguous uint64 array; anything else is refused."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise error(f"{what} must be a 1-D sequence of integer ids, got shape {array.shape}")
+    if array.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if array.dtype.kind not in "iu":
+        raise error(f"{what} must hold integers (item ids), got dtype {array.dtype}")
+    if array.dtype.kind == "i" and bool((array < 0).any()):
+        raise error(f"{what} must be non-negative, found {int(array.min())}")
+    return np.ascontiguousarray(array, dtype=np.uint64)
+
+
+def _as_vectors(values: Any, what: str, error: type[Exception]) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind not in "fiu":
+        raise error(f"{what} must be real numbers, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _exclusions(exclude: Any) -> np.ndarray:
+    if exclude is None:
+        return np.zeros(0, dtype=np.uint64)
+    if not isinstance(exclude, np.ndarray):
+        try:
+            exclude = list(exclude)
+        except TypeError:
+            raise IndexQueryError(
+                f"exclude must be an iterable of item ids, got {type(exclude).__name__}"
+            ) from None
+    return _as_ids(exclude, "exclude", IndexQueryError)
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return 0
+    count = _as_int(threads, "threads", IndexQueryError)
+    if not 1 <= count <= 1024:
+        raise IndexQueryError(f"threads must be between 1 and 1024 (or None for all CPUs), got {count}")
+    return count
+
+
+class IndexWriter:
+    """Writes an index in chunks, so the vectors never need to be in memory at once.
+
+    Rows go to a temporary file beside ``path``; :meth:`close` (or leaving the ``with`` block
+    normally) fsyncs it and renames it into place. An exception inside the block, or
+    :meth:`abort`, leaves ``path`` untouched. Memory held: 16 bytes per row (scale, code sum, id).
+
+    Args:
+        path: the index file to create (replaced atomically if it exists).
+        dim: vector dimension, 1 to 16384.
+        rerank_vectors: also store float16 vectors for exact re-ranking (3x the file size of
+            int8 codes alone, and recall@10 of 1.0 instead of about 0.97).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "big.fai")
+        >>> with IndexWriter(path, dim=8) as writer:
+        ...     for start in range(0, 100, 50):
+        ...         chunk = np.random.default_rng(start).standard_normal((50, 8)).astype(np.float32)
+        ...         writer.append(chunk, np.arange(start, start + 50, dtype=np.uint64))
+        >>> len(open(path))
+        100
+    """
+
+    def __init__(self, path: str | os.PathLike[str], dim: int, *, rerank_vectors: bool = True) -> None:
+        self.path = Path(path)
+        dim = _as_int(dim, "dim", IndexFormatError)
+        if not 1 <= dim <= 16384:
+            raise IndexFormatError(f"cannot build an index of dim {dim}: dim must be in [1, 16384]")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: Any = _core.Writer(str(self.path), dim, bool(rerank_vectors))
+        self._closed = False
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._writer.dim)
+
+    def __len__(self) -> int:
+        return int(self._writer.count)
+
+    def append(self, vectors: Any, ids: Any) -> None:
+        """Quantize and write ``vectors`` (n, dim) with their external ``ids`` (n,), non-negative ints.
+
+        Raises:
+            IndexFormatError: wrong shape, NaN/inf values, bad ids, or a closed writer.
+        """
+        if self._closed:
+            raise IndexFormatError(f"the writer for {self.path} is already closed; open a new IndexWriter")
+        array = _as_vectors(vectors, "vectors", IndexFormatError)
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise IndexFormatError(f"vectors must have shape (n, {self.dim}), got {array.shape}")
+        id_array = _as_ids(ids, "ids", IndexFormatError)
+        if len(id_array) != len(array):
+            raise IndexFormatError(f"got {len(array)} vectors but {len(id_array)} ids; pass one id per vector")
+        for start in range(0, len(array), _CHUNK_ROWS):
+            self._writer.append(array[start : start + _CHUNK_ROWS], id_array[start : start + _CHUNK_ROWS])
+
+    def close(self) -> None:
+        """Finish the file: write the id tables and header, fsync, rename over ``path``.
+
+        Raises:
+            IndexFormatError: no rows were appended, or ids repeat.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.finish()
+        finally:
+            self._writer.abort()  # removes the temporary file if finish() failed; no-op after success
+
+    def abort(self) -> None:
+        """Discard everything written; ``path`` stays as it was."""
+        self._closed = True
+        self._writer.abort()
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def build(
+    path: str | os.PathLike[str], vectors: Any, ids: Any, *, rerank_vectors: bool = True
+) -> None:
+    """Write an index of ``vectors`` (N, dim) float with external ``ids`` (N,) to ``path`` atomically.
+
+    ``vectors`` may be a memory-mapped array: it is converted to float32 in bounded chunks.
+
+    Raises:
+        IndexFormatError: empty input, wrong shapes, NaN/inf, negative or repeated ids.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.fai")
+        >>> build(path, np.ones((3, 4), np.float32), [7, 8, 9])
+        >>> open(path).ids.tolist()
+        [7, 8, 9]
+    """
+    source = np.asarray(vectors)
+    if source.ndim != 2:
+        raise IndexFormatError(f"vectors must be a 2-D array (N, dim), got shape {source.shape}")
+    if source.dtype.kind not in "fiu":
+        raise IndexFormatError(f"vectors must be real numbers, got dtype {source.dtype}")
+    id_array = _as_ids(ids, "ids", IndexFormatError)
+    if len(id_array) != len(source):
+        raise IndexFormatError(f"got {len(source)} vectors but {len(id_array)} ids; pass one id per vector")
+    if len(source) == 0:
+        raise IndexFormatError("cannot build an empty index: pass at least one vector")
+    with IndexWriter(path, source.shape[1], rerank_vectors=rerank_vectors) as writer:
+        for start in range(0, len(source), _CHUNK_ROWS):
+            stop = start + _CHUNK_ROWS
+            writer.append(source[start:stop], id_array[start:stop])
+
+
+class Index:
+    """An opened index: the file is memory-mapped read-only, so opening does no O(N) work.
+
+    Searches release the GIL and may run from many Python threads at once.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.fai")
+        >>> build(path, np.eye(3, dtype=np.float32), [5, 6, 7])
+        >>> idx = open(path)
+        >>> len(idx), idx.dim
+        (3, 3)
+    """
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __repr__(self) -> str:
+        return f"Index({self.path!r}, items={len(self)}, dim={self.dim})"
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._core.dim)
+
+    @property
+    def path(self) -> str:
+        """The file this index maps."""
+        return str(self._core.path)
+
+    @property
+    def file_bytes(self) -> int:
+        """Size of the index file in bytes."""
+        return int(self._core.file_bytes)
+
+    @property
+    def has_rerank_vectors(self) -> bool:
+        """Whether the file stores float16 vectors, so ``rerank`` gives exact scores."""
+        return bool(self._core.has_rerank_vectors)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """External item ids in row order: a read-only uint64 view of the mapped file."""
+        return self._core.ids  # type: ignore[no-any-return]
+
+    def warmup(self, threads: int | None = None) -> None:
+        """Read every page the scan touches, so the first search pays no page faults."""
+        self._core.warmup(_threads(threads))
+
+    def verify(self) -> None:
+        """Check the data checksum and id tables (O(N); open() only checks the header).
+
+        Raises:
+            IndexFormatError: the file is corrupted.
+        """
+        self._core.verify()
+
+    def search(
+        self,
+        query: Any,
+        k: int,
+        *,
+        exclude: Iterable[int] | np.ndarray | None = None,
+        rerank: int = 4,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items by inner product with ``query`` (dim,); best first.
+
+        Args:
+            query: one vector of ``dim`` finite floats.
+            k: number of results, 1 to the number of items left after ``exclude``.
+            exclude: item ids never to return (opt-outs); ids not in the index are ignored.
+            rerank: re-rank ``rerank * k`` int8 candidates with the stored float16 vectors
+                (0 = return int8 estimates; ignored without re-rank vectors).
+            threads: threads for the scan; None uses every CPU, 1 suits servers that get their
+                concurrency from parallel requests.
+
+        Returns:
+            ``(ids uint64 (k,), scores float32 (k,))``, scores descending, ties by row order.
+
+        Raises:
+            IndexQueryError: wrong dim, NaN/inf, k out of range, bad exclude ids or threads.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> path = os.path.join(tempfile.mkdtemp(), "a.fai")
+            >>> build(path, np.eye(3, dtype=np.float32), [5, 6, 7])
+            >>> open(path).search(np.array([0, 1, 0.5]), k=1, exclude=[6])[0].tolist()
+            [7]
+        """
+        array = _as_vectors(query, "query", IndexQueryError)
+        if array.ndim != 1:
+            raise IndexQueryError(
+                f"search takes one query of shape ({self.dim},), got {array.shape}; use search_batch for many"
+            )
+        ids, scores = self.search_batch(array[None, :], k, exclude=exclude, rerank=rerank, threads=threads)
+        return ids[0], scores[0]
+
+    def search_batch(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        exclude: Iterable[int] | np.ndarray | None = None,
+        rerank: int = 4,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for queries (B, dim) in one pass over the rows (each row block is read
+        once from memory for the whole batch); returns ``(ids (B, k), scores (B, k))``.
+
+        The same ``exclude`` applies to every query.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> path = os.path.join(tempfile.mkdtemp(), "a.fai")
+            >>> build(path, np.eye(3, dtype=np.float32), [5, 6, 7])
+            >>> open(path).search_batch(np.eye(3)[:2], k=1)[0].tolist()
+            [[5], [6]]
+        """
+        array = _as_vectors(queries, "queries", IndexQueryError)
+        if array.ndim != 2:
+            raise IndexQueryError(f"search_batch takes queries of shape (B, {self.dim}), got {array.shape}")
+        if array.shape[1] != self.dim:
+            raise IndexQueryError(
+                f"the query has dim {array.shape[1]} but the index {self.path} has dim {self.dim}; "
+                "embed queries with the model that built the index"
+            )
+        count = _as_int(k, "k", IndexQueryError)
+        if count < 1:
+            raise IndexQueryError(f"k must be at least 1, got {count}")
+        if count > len(self):
+            raise IndexQueryError(f"k = {count} but the index holds only {len(self)} items; ask for fewer")
+        factor = _as_int(rerank, "rerank", IndexQueryError)
+        if factor < 0:
+            raise IndexQueryError(f"rerank must be 0 (off) or a positive multiple of k, got {factor}")
+        excluded = _exclusions(exclude)
+        if not np.isfinite(array).all():
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise IndexQueryError(
+                f"query {int(bad[0])} has a NaN or infinite value at position {int(bad[1])}; pass finite floats"
+            )
+        ids, scores = self._core.search(array, count, excluded, factor, _threads(threads))
+        return ids, scores
+
+
+def open(path: str | os.PathLike[str]) -> Index:  # noqa: A001 - the module's verb, used as index.open
+    """Map the index file at ``path`` read-only; checks the header, does no O(N) work.
+
+    Raises:
+        IndexFormatError: missing, foreign, truncated or corrupted file.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.fai")
+        >>> build(path, np.eye(2, dtype=np.float32), [1, 2])
+        >>> open(path).dim
+        2
+    """
+    return Index(_core.Index(os.fspath(path)))
