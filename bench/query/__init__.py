@@ -1,0 +1,1 @@
+"""Benchmarks of the query path (issue 7): SDK latency and breakdown, real size, reference, student vs teacher."""
