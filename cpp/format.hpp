@@ -11,7 +11,7 @@
 namespace fastattr {
 
 // File layout, all little-endian (the only byte order fastattr builds for):
-//   [0, 4096)            Header (256 bytes used, the rest zero) so that data starts page-aligned
+//   [0, 4096)            Header (256 bytes, then zeros) so that data starts page-aligned
 //   codes                count rows of row_bytes int8, row_bytes = dim rounded up to 64
 //   scales               float32 per row: the row's max |x| / 127
 //   code_sums            int32 per row: sum of the row's codes, for the VNNI +128 shift
@@ -104,10 +104,14 @@ private:
     uint64_t total_bytes_ = 0;
 };
 
-inline uint64_t header_checksum_of(Header header) {
-    header.header_checksum = 0;
+// Covers the whole header block (the struct and the zero padding after it) with the checksum
+// field read as zero, so that no byte of the file escapes both checksums.
+inline uint64_t header_checksum_of(const Header& header, const uint8_t* padding) {
+    Header copy = header;
+    copy.header_checksum = 0;
     Checksum sum;
-    sum.update(&header, sizeof(header));
+    sum.update(&copy, sizeof(copy));
+    sum.update(padding, kHeaderBytes - sizeof(Header));
     return sum.digest();
 }
 
@@ -116,9 +120,9 @@ inline std::string rebuild_hint() { return " Rebuild it with fastattr.index.buil
 // Checks everything the header claims against itself and the real file size, before any section is
 // touched, so that a foreign, truncated or corrupted file becomes an Error instead of a stray read.
 inline Header parse_header(const void* data, uint64_t file_bytes, const std::string& where) {
-    if (file_bytes < sizeof(Header))
+    if (file_bytes < kHeaderBytes)
         fail(ErrorKind::format, where + " is not a fastattr index: it has " + std::to_string(file_bytes) +
-                                    " bytes, fewer than the " + std::to_string(sizeof(Header)) + "-byte header.");
+                                    " bytes, fewer than the " + std::to_string(kHeaderBytes) + "-byte header.");
     Header h;
     std::memcpy(&h, data, sizeof(h));
     if (std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0)
@@ -127,7 +131,7 @@ inline Header parse_header(const void* data, uint64_t file_bytes, const std::str
         fail(ErrorKind::format, where + " has index format version " + std::to_string(h.version_major) +
                                     "; this fastattr reads version " + std::to_string(kVersionMajor) + "." +
                                     rebuild_hint());
-    if (h.header_checksum != header_checksum_of(h))
+    if (h.header_checksum != header_checksum_of(h, static_cast<const uint8_t*>(data) + sizeof(Header)))
         fail(ErrorKind::format, where + " is corrupted: the header checksum does not match." + rebuild_hint());
     auto bad = [&](const std::string& what) {
         fail(ErrorKind::format, where + " has an invalid header: " + what + "." + rebuild_hint());

@@ -195,7 +195,8 @@ public:
         main_.flush();
         h.file_bytes = main_.offset();
         h.data_checksum = main_.digest();
-        h.header_checksum = header_checksum_of(h);
+        const std::vector<uint8_t> padding(kHeaderBytes - sizeof(Header), 0);
+        h.header_checksum = header_checksum_of(h, padding.data());
         if (::pwrite(main_fd_, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
             fail(ErrorKind::io, "cannot write the header of " + tmp_path_ + ": " + std::strerror(errno));
         if (::fsync(main_fd_) != 0) fail(ErrorKind::io, "cannot fsync " + tmp_path_ + ": " + std::strerror(errno));
