@@ -1,0 +1,38 @@
+"""The head: unit-norm output, shared weights for queries and items, logits, bad sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastattr.errors import CheckpointError
+from fastattr.student.head import Head, join_features
+
+
+def test_output_is_unit_norm_and_logits_use_alpha_beta():
+    head = Head(12, hidden=16, dim=8).eval()
+    e = head(torch.randn(5, 12))
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(5))
+    with torch.no_grad():
+        head.alpha.fill_(3.0)
+        head.beta.fill_(-1.0)
+    torch.testing.assert_close(head.logits(e, e), torch.full((5,), 2.0))
+
+
+def test_join_features_normalizes_each_part():
+    joined = join_features(torch.full((1, 4), 10.0), torch.full((1, 2), 0.1))
+    torch.testing.assert_close(joined[:, :4].norm(dim=-1), torch.ones(1))
+    torch.testing.assert_close(joined[:, 4:].norm(dim=-1), torch.ones(1))
+
+
+def test_three_hidden_layers_by_default():
+    head = Head(10, hidden=6, dim=4)
+    linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert [layer.out_features for layer in linears] == [6, 6, 6, 4]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == pytest.approx(0.1) for m in head.mlp)
+
+
+@pytest.mark.parametrize("kwargs", [{"hidden": 0}, {"dim": 0}, {"dropout": 1.0}, {"n_hidden": 0}])
+def test_bad_sizes(kwargs):
+    with pytest.raises(CheckpointError, match="Head sizes"):
+        Head(8, **kwargs)
