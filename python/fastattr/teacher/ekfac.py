@@ -113,6 +113,22 @@ class KVFisher:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the Fisher as one safetensors file, atomically."""
+        write_bytes(path, self.to_bytes())
+
+    def digest(self) -> str:
+        """A content hash of the factors and settings (the serialized bytes are not canonical)."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.n_samples}:{self.damping_factor!r}".encode())
+        for name, layer in self.layers.items():
+            h.update(name.encode())
+            for field in ("q_a", "q_g", "eigvals", "diag"):
+                h.update(getattr(layer, field).float().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """The safetensors serialization that :meth:`save` writes."""
         from safetensors.torch import save
 
         tensors = {}
@@ -126,7 +142,7 @@ class KVFisher:
             "n_samples": str(self.n_samples),
             "damping_factor": repr(self.damping_factor),
         }
-        write_bytes(path, save(tensors, metadata=metadata))
+        return save(tensors, metadata=metadata)
 
 
 def load_fisher(path: str | os.PathLike[str]) -> KVFisher:

@@ -1,0 +1,113 @@
+"""Tests of fastattr.teacher.curate: contract output, determinism, resumability, parallel workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fastattr.errors import CheckpointError, InputError  # noqa: E402
+from fastattr.teacher.curate import CurationConfig, curate  # noqa: E402
+from fastattr.teacher.fisher import fit_fisher  # noqa: E402
+from fastattr.teacher.teacher_set import load_teacher_set  # noqa: E402
+from fastattr.teacher.worker import result_path  # noqa: E402
+
+LOSS = "fastattr.teacher.scoring:ddpm_loss"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    unet, ac, images, text = tiny
+    item_images = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    from fastattr.t2i import to_model_input
+
+    fisher = fit_fisher(unet, to_model_input(item_images), text, ac, progress=False)
+    # Queries: near copies of items 0, 5, 7 (train) and 3 (test), with their text states.
+    rows = [0, 5, 7, 3]
+    q_images = np.clip(item_images[rows].astype(int) + 2, 0, 255).astype(np.uint8)
+    kwargs = dict(unet=unet, alphas_cumprod=ac, item_images=item_images, item_text_states=text.numpy(),
+                  item_ids=np.arange(12), fisher=fisher, query_captions=[f"q{r}" for r in rows],
+                  query_images=q_images, query_text_states=text[rows].numpy(),
+                  splits=["train", "train", "train", "test"], loss_fn=LOSS, progress=False)
+    config = CurationConfig(candidates_k=8, subsample_m=6, n_timesteps=4, query_draws=16, eta=0.01,
+                            batch_size=64, n_train_queries=3, n_test_queries=1)
+    return kwargs, config, rows
+
+
+def test_contract_and_determinism(setup, tmp_path) -> None:
+    kwargs, config, rows = setup
+    a = load_teacher_set(curate(tmp_path / "a", config=config, **kwargs))
+    b = load_teacher_set(curate(tmp_path / "b", config=config, **kwargs))
+    assert a.meta["format"] == "fastattr-teacher-set" and a.meta["n_items"] == 12
+    assert a.meta["candidates_k"] == 8 and a.meta["subsample_m"] == 6 and len(a.meta["timesteps"]) == 4
+    assert a.splits == ["train", "train", "train", "test"]
+    assert a.query_id.dtype == np.int64 and a.item_id.dtype == np.int64
+    assert a.rank.dtype == np.int32 and a.score.dtype == np.float32
+    for q in range(4):
+        sel = a.query_id == q
+        m_q = 12 if q == 3 else 6
+        assert sorted(a.rank[sel].tolist()) == list(range(m_q))
+        assert len(set(a.item_id[sel].tolist())) == m_q
+        # rank 0 has the largest τ
+        assert a.score[sel][a.rank[sel] == 0][0] == a.score[sel].max()
+    # The test query (a near copy of item 3) is ranked over the whole set and finds item 3 first.
+    sel = a.query_id == 3
+    assert a.item_id[sel][a.rank[sel] == 0][0] == rows[3]
+    for field in ("query_id", "item_id", "rank", "score"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_resume_skips_finished_queries(setup, tmp_path) -> None:
+    kwargs, config, _ = setup
+    first = load_teacher_set(curate(tmp_path / "r", config=config, **kwargs))
+    work = tmp_path / "r" / "work"
+    # Simulate a crash after queries 0 and 1: drop the later results, and mark query 0's file so
+    # that a recomputation would be visible.
+    result_path(work, 2).unlink()
+    result_path(work, 3).unlink()
+    with np.load(result_path(work, 0)) as r:
+        rows, score = r["item_rows"], r["score"]
+    np.savez(result_path(work, 0), item_rows=rows, score=np.arange(len(rows), dtype=np.float32))
+    again = load_teacher_set(curate(tmp_path / "r", config=config, **kwargs))
+    assert again.meta["resumed_queries"] == 2
+    sel = again.query_id == 0
+    assert np.array_equal(again.score[sel], np.arange(len(rows), dtype=np.float32))  # not recomputed
+    for q in (1, 2, 3):  # recomputed queries equal the first run
+        s1, s2 = first.query_id == q, again.query_id == q
+        assert np.array_equal(first.item_id[s1], again.item_id[s2])
+        assert np.array_equal(first.score[s1], again.score[s2])
+
+
+def test_parallel_workers_match_serial(setup, tmp_path) -> None:
+    kwargs, config, _ = setup
+    serial = load_teacher_set(curate(tmp_path / "s", config=config, **kwargs))
+    parallel = load_teacher_set(curate(tmp_path / "p", config=config, workers=2, **kwargs))
+    assert np.array_equal(serial.item_id, parallel.item_id)
+    np.testing.assert_allclose(serial.score, parallel.score, rtol=1e-4, atol=1e-6)
+
+
+def test_errors(setup, tmp_path) -> None:
+    kwargs, config, _ = setup
+    curate(tmp_path / "e", config=config, **kwargs)
+    other = CurationConfig(**{**config.__dict__, "seed": 1})
+    with pytest.raises(CheckpointError, match="other inputs or settings"):
+        curate(tmp_path / "e", config=other, **kwargs)
+    curate(tmp_path / "e", config=other, overwrite=True, **kwargs)  # explicit restart works
+    bad = dict(kwargs)
+    with pytest.raises(InputError, match="candidates_k"):
+        curate(tmp_path / "x", config=CurationConfig(candidates_k=99), **kwargs)
+    with pytest.raises(InputError, match="fisher_kind"):
+        curate(tmp_path / "x", config=CurationConfig(fisher_kind="kfac", candidates_k=4), **kwargs)
+    bad["splits"] = ["train", "valid", "train", "test"]
+    with pytest.raises(InputError, match="splits"):
+        curate(tmp_path / "x", config=config, **bad)
+    bad = dict(kwargs, query_images=kwargs["query_images"][:2])
+    with pytest.raises(InputError, match="one of each per query"):
+        curate(tmp_path / "x", config=config, **bad)
+    with pytest.raises(InputError, match="workers"):
+        curate(tmp_path / "x", config=config, workers=0, **kwargs)
+    with pytest.raises(CheckpointError, match="loss function"):
+        curate(tmp_path / "x", config=config, **dict(kwargs, loss_fn="os:system"))
+    with pytest.raises(CheckpointError, match="no teacher_set.json"):
+        load_teacher_set(tmp_path / "x")
