@@ -37,8 +37,12 @@ def test_query_end_to_end(attributor):
     assert hits[0].caption == data.captions[7] and hits[0].uri is None
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     ids, scores = _brute_force(attributor, data.images[7], data.captions[7])
-    assert [h.item_id for h in hits] == ids[:5].tolist()
-    np.testing.assert_allclose([h.score for h in hits], scores[:5], atol=2e-2)  # int8 index scores
+    exact = dict(zip(ids.tolist(), scores.tolist()))
+    # The index scores from int8 codes re-ranked in fp16: equal to exact float32 up to fp16 rounding,
+    # so near-ties may swap, but every hit must be a true top-5 item within that tolerance.
+    for hit in hits:
+        assert abs(hit.score - exact[hit.item_id]) <= 2e-3
+        assert exact[hit.item_id] >= scores[4] - 2e-3
     assert attributor.device == "cpu" and len(attributor) == kit.N_ITEMS and "Attributor(" in repr(attributor)
 
 
