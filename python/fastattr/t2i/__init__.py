@@ -34,7 +34,7 @@ _LAZY = {
     "save_model": "fastattr.t2i.model",
     "to_model_input": "fastattr.t2i.model",
     "sample_images": "fastattr.t2i.sample",
-    "train": "fastattr.t2i.train",
+    "train": "fastattr.t2i.trainer",
 }
 
 

@@ -58,7 +58,7 @@ def to_model_input(images: np.ndarray) -> "torch.Tensor":
     array = np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
         raise InputError(f"images must be uint8 (B, H, W, 3), got {array.dtype} {array.shape}.")
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
+    tensor = torch.from_numpy(np.array(array, copy=True)).permute(0, 3, 1, 2).float()
     return tensor / 127.5 - 1.0
 
 

@@ -14,8 +14,8 @@ __all__ = ["TextEncoder"]
 class TextEncoder:
     """A transformers text encoder, frozen, padded to a fixed token count.
 
-    Padding to ``max_length`` (rather than to the longest caption in a batch) makes a caption's
-    states independent of its batch, which the teacher relies on when it reuses them.
+    Every caption gives ``max_length`` states with zeros after its last token, so a caption's
+    states are independent of its batch, which the teacher relies on when it reuses them.
     Results are cached per caption because the training set's captions are encoded once and
     then reused every step (the encoder is far larger than the denoiser).
 
@@ -49,6 +49,8 @@ class TextEncoder:
         if isinstance(captions, str):
             captions = [captions]
         missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        # Similar lengths in one batch waste the least padding.
+        missing.sort(key=len)
         chunks = range(0, len(missing), batch_size)
         if progress and len(missing) > batch_size:
             from tqdm.auto import tqdm
@@ -58,13 +60,19 @@ class TextEncoder:
         for start in chunks:
             batch = missing[start:start + batch_size]
             tokens = self.tokenizer(
-                batch, padding="max_length", truncation=True, max_length=self.max_length,
+                batch, padding="longest", truncation=True, max_length=self.max_length,
                 return_tensors="pt",
             )
             with torch.inference_mode():
                 states = self.model(**tokens).last_hidden_state.float()
-            for caption, row in zip(batch, states):
-                fresh[caption] = row.clone()
+            # Padding positions are set to zero (and the tail up to max_length added as zeros),
+            # so a caption's states never depend on its batch, and the longest-in-batch padding
+            # above costs half of padding every batch to max_length.
+            states = states * tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
+            full = torch.zeros((states.shape[0], self.max_length, states.shape[2]))
+            full[:, : states.shape[1]] = states
+            for caption, row in zip(batch, full):
+                fresh[caption] = row
         if not captions:
             return torch.zeros((0, self.max_length, self.dim))
         out = torch.stack([fresh[c] if c in fresh else self._cache[c] for c in captions])  # type: ignore[misc]

@@ -1,0 +1,86 @@
+"""`fastattr t2i train` and `fastattr t2i sample`: train the world's text-to-image model, draw from it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `t2i` command group."""
+    t2i = subparsers.add_parser("t2i", help="the tiny text-to-image diffusion model")
+    sub = t2i.add_subparsers(dest="t2i_command", metavar="COMMAND")
+    t2i.set_defaults(handler=lambda args: (t2i.print_help(), 2)[1])
+
+    train = sub.add_parser(
+        "train", help="train on a dataset folder",
+        description="Train a pixel-space UNet2DConditionModel on a dataset folder; checkpoints "
+                    "into OUT and resumes from it with --resume.",
+    )
+    train.add_argument("dataset", help="dataset folder (fastattr world make)")
+    train.add_argument("out", help="model folder to write")
+    train.add_argument("--preset", choices=["demo", "full", "tiny"], default=None,
+                       help="model size; default: demo for 16x16 data, full for 32x32")
+    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None, dest="learning_rate")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--checkpoint-every", type=int, default=None)
+    train.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    train.add_argument("--text-encoder", default=None,
+                       help="local path or hub id of a transformers text encoder "
+                            "(default: the packaged all-MiniLM-L6-v2)")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT")
+    train.set_defaults(handler=_train)
+
+    sample = sub.add_parser("sample", help="generate PNGs from prompts")
+    sample.add_argument("model", help="model folder")
+    sample.add_argument("prompts", nargs="+", help="one or more prompts")
+    sample.add_argument("--out", default="samples", help="folder for the PNGs")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--steps", type=int, default=25)
+    sample.add_argument("--guidance", type=float, default=3.0)
+    sample.add_argument("--scale", type=int, default=8, help="nearest-neighbour upscaling of the PNGs")
+    sample.set_defaults(handler=_sample)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..world import load_dataset
+    from .config import T2IConfig
+    from .trainer import train
+
+    ds = load_dataset(args.dataset)
+    preset = args.preset or ("demo" if ds.image_size[0] <= 16 else "full")
+    overrides = {
+        "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "seed": args.seed, "checkpoint_every": args.checkpoint_every, "precision": args.precision,
+        "text_encoder": args.text_encoder,
+    }
+    config = T2IConfig.preset(preset, **overrides)
+    train(ds, args.out, config, resume=args.resume, threads=args.threads)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .._atomic import atomic_open
+    from .model import load_model
+
+    model = load_model(args.model)
+    images = model.sample(args.prompts, seed=args.seed, steps=args.steps,
+                          guidance_scale=args.guidance)
+    os.makedirs(args.out, exist_ok=True)
+    for i, (prompt, image) in enumerate(zip(args.prompts, images)):
+        path = os.path.join(args.out, f"{i:03d}.png")
+        img = Image.fromarray(image)
+        if args.scale > 1:
+            img = img.resize((img.width * args.scale, img.height * args.scale),
+                             Image.Resampling.NEAREST)
+        with atomic_open(path, "wb") as handle:
+            img.save(handle, format="PNG")
+        print(f"{path}\t{prompt}")
+    return 0
