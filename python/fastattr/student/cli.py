@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--text-encoder", default=None,
                        help="transformers text model folder or hub id (default: the shipped all-MiniLM-L6-v2)")
     train.add_argument("--max-length", type=int, default=None, help="token length (default: fit the captions)")
-    train.add_argument("--pretrain-steps", type=int, default=600, help="steps of the 'world' image encoder")
+    train.add_argument("--pretrain-steps", type=int, default=300, help="steps of the 'world' image encoder")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps of the head")
     train.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4096)")
     train.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3)")
