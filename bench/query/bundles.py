@@ -26,6 +26,7 @@ from .realsize import RealSizeSpec, build_embedder, minilm_tokenizer_path
 __all__ = ["export_realsize", "random_unit_chunks", "random_vectors", "random_bundle"]
 
 _CHUNK_ROWS = 65_536
+VARIANT_NAMES = {"embedder_fp16": "embedder.fp16.onnx", "embedder_int8": "embedder.int8.onnx"}
 _SPEC_FILE = "realsize_spec.json"
 
 
@@ -94,12 +95,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: int, seed: int = 0) -> Path:
+def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: int, seed: int = 0,
+                  extra_variants: dict[str, Path] | None = None) -> Path:
     """Write a bundle whose index holds ``n_items`` seeded random unit vectors; atomic, cached.
 
-    Item ids are 0..n_items-1; captions are placeholders. Reuses ``out_dir`` if it already holds
-    a bundle of the same size and seed built from the same embedder file.
+    Item ids are 0..n_items-1; captions are placeholders. ``extra_variants`` adds embedder files
+    by role (e.g. ``{"embedder_fp16": path}``). Reuses ``out_dir`` if it already holds a bundle of
+    the same size, seed, variants and embedder file.
     """
+    variants = {**exported.variants(), **{k: Path(v) for k, v in (extra_variants or {}).items()}}
     from tqdm.auto import tqdm
 
     from fastattr import index as index_module
@@ -108,7 +112,8 @@ def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: in
 
     out = Path(out_dir)
     onnx_bytes = exported.onnx_path.stat().st_size
-    stamp = {"n_items": int(n_items), "seed": int(seed), "embedder_bytes": onnx_bytes, "dim": int(exported.dim)}
+    stamp = {"n_items": int(n_items), "seed": int(seed), "embedder_bytes": onnx_bytes, "dim": int(exported.dim),
+             "variants": sorted(variants)}
     if (out / MANIFEST).is_file():
         manifest = json.loads((out / MANIFEST).read_text())
         if manifest.get("provenance", {}).get("bench_random_bundle") == stamp:
@@ -117,9 +122,10 @@ def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: in
         roles = {"embedder": "embedder.onnx", "tokenizer": "tokenizer.json", "index": "index.fai", "items": "items.jsonl"}
         _link_or_copy(exported.onnx_path, tmp / "embedder.onnx")
         _link_or_copy(exported.tokenizer_path, tmp / "tokenizer.json")
-        for role, path in exported.variants().items():
-            _link_or_copy(path, tmp / path.name)
-            roles[role] = path.name
+        for role, path in variants.items():
+            name = VARIANT_NAMES.get(role, path.name)
+            _link_or_copy(path, tmp / name)
+            roles[role] = name
         with index_module.IndexWriter(str(tmp / "index.fai"), exported.dim) as writer:
             bar = tqdm(total=n_items, desc=f"index of {n_items:,} random vectors", unit="item")
             for start, chunk in random_unit_chunks(n_items, exported.dim, seed=seed):
