@@ -155,13 +155,16 @@ def train(
 
         bar = tqdm(total=config.steps, initial=start_step, desc="t2i train", unit="step")
     running = None
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
 
     def checkpoint(step: int) -> None:
         save_model(out, model, train_state={
             "step": step, "seed": config.seed, "steps": config.steps,
             "loss": running, "n_items": len(ds), "dataset": str(ds.path) if ds.path else None,
             "train_seconds": round(time.perf_counter() - t_start, 2),
+            # CPU time and load make timings on a shared machine interpretable.
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
+            "threads": torch.get_num_threads(), "load_avg": list(os.getloadavg()),
         }, extra_tensors=_optimizer_tensors(optimizer, names))
 
     for step in steps:
@@ -202,5 +205,7 @@ def train(
     if config.channels_last:
         model.unet = unet.to(memory_format=torch.contiguous_format)
     log(f"trained {config.steps - start_step} steps in {time.perf_counter() - t_start:.1f} s "
-        f"(loss {running if running is not None else float('nan'):.4f}); saved {out}")
+        f"({time.process_time() - cpu_start:.1f} CPU s, {torch.get_num_threads()} threads, "
+        f"load {os.getloadavg()[0]:.1f}; loss {running if running is not None else float('nan'):.4f}); "
+        f"saved {out}")
     return model
