@@ -15,13 +15,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -29,7 +27,6 @@ __all__ = [
     "RealSizeSpec",
     "build_embedder",
     "example_inputs",
-    "export_onnx",
     "minilm_tokenizer_path",
 ]
 
@@ -152,48 +149,3 @@ def example_inputs(spec: RealSizeSpec, *, batch: int = 1, seq_len: int = 16, see
     tokens[:, -1] = ids["eos_token_id"]
     mask = torch.ones(batch, seq_len, dtype=torch.int64)
     return pixels, tokens.to(torch.int64), mask
-
-
-def export_onnx(model: Any, spec: RealSizeSpec, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Export ``model`` to one ONNX file with the project's exporter (``fastattr.export``).
-
-    Returns how it was exported, its size and its parity against torch on a fresh input.
-
-    Example:
-        >>> export_onnx(build_embedder(RealSizeSpec.tiny()), RealSizeSpec.tiny(), "/tmp/e.onnx")  # doctest: +SKIP
-    """
-    from fastattr.export.onnx_export import export_onnx as project_export
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vocab = _tokenizer_ids(minilm_tokenizer_path())["vocab_size"]
-    project_export(model, path, image_size=(spec.image_size, spec.image_size), vocab_size=vocab, example_seq_len=8)
-    return {"via": "fastattr.export.onnx_export.export_onnx", "bytes": path.stat().st_size,
-            "parity": parity(model, spec, path)}
-
-
-def parity(model: Any, spec: RealSizeSpec, path: Path, *, batch: int = 2) -> dict[str, float]:
-    """Max |Δ| and min cosine between torch and ONNX Runtime on one random batch."""
-    import onnxruntime as ort
-    import torch
-
-    pixels, tokens, mask = example_inputs(spec, batch=batch, seq_len=12, seed=1)
-    with torch.no_grad():
-        ref = model(pixels, tokens, mask).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    feeds = dict(zip(names, (pixels.numpy(), tokens.numpy(), mask.numpy())))
-    got = sess.run(None, feeds)[0]
-    cos = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    return {"max_abs_diff": float(np.max(np.abs(ref - got))), "min_cosine": float(np.min(cos))}
-
-
-def write_spec(spec: RealSizeSpec, path: str | os.PathLike[str]) -> None:
-    """Record the spec beside an exported model, atomically."""
-    from fastattr._atomic import write_json
-
-    write_json(path, spec.to_json())
-
-
-if __name__ == "__main__":  # pragma: no cover - manual check
-    print(json.dumps(RealSizeSpec().to_json(), indent=2))
