@@ -67,13 +67,15 @@ def main() -> None:
     sample_s = (time.perf_counter() - t0) / args.queries
     q_text = model.encode_text(captions)
 
-    def scored(ts: torch.Tensor, rows: np.ndarray, delta: dict, bf16: bool = False) -> np.ndarray:
+    def scored(ts: torch.Tensor, rows: np.ndarray, delta: dict, bf16: bool = False, keep: dict | None = None) -> np.ndarray:
         idx = torch.from_numpy(rows)
         noise = item_noise(ds.item_ids[rows], ts, tuple(x.shape[1:]), seed=0)
         common = dict(loss_fn=loss, batch_size=args.batch_size, autocast_bf16=bf16)
         before = grid_losses(model.unet, x[idx], text[idx], noise, ts, model.alphas_cumprod, **common)
         with apply_delta(model.unet, delta):
             after = grid_losses(model.unet, x[idx], text[idx], noise, ts, model.alphas_cumprod, **common)
+        if keep is not None:
+            keep["before"] = before
         return scores_from_losses(after, before).numpy()
 
     ts = timestep_grid(args.timesteps, model.num_train_timesteps)
@@ -95,9 +97,18 @@ def main() -> None:
                         batch_size=args.batch_size)
         timings["score_m"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        tau = scored(ts, all_rows, delta)
+        keep: dict = {}
+        tau = scored(ts, all_rows, delta, keep=keep)
         # scored() runs before and after; a curation run pays only the after-pass per query.
         timings["score_all"].append((time.perf_counter() - t0) / 2)
+        # Cached before-losses come from other batch compositions than a query's candidates:
+        # how far apart are the two computations of the same numbers, compared with |τ|?
+        keep_m: dict = {}
+        sub = scored(ts, rows_m, delta, keep=keep_m)
+        batch_gap = float((keep_m["before"] - keep["before"][torch.from_numpy(rows_m)]).abs().max())
+        timings.setdefault("batch_gap", []).append(batch_gap)
+        timings.setdefault("tau_abs_median", []).append(float(np.median(np.abs(tau))))
+        timings.setdefault("tau_gap_m", []).append(float(np.abs(sub - tau[rows_m]).max()))
         if args.compare:
             ref = scored(timestep_grid(4 * args.timesteps, model.num_train_timesteps), all_rows, delta)
             bf = scored(ts, all_rows, delta, bf16=True)
@@ -118,6 +129,9 @@ def main() -> None:
         "forward_samples_per_s": round(n * args.timesteps / sa, 1),
         "once_per_run_s": {"encode_item_text": round(encode_s, 1), "fit_fisher": round(fisher_s, 1),
                            "base_losses": round(sa, 1), "sample_per_query": round(sample_s, 3)},
+        "before_loss_gap_across_batchings_max": max(timings["batch_gap"]),
+        "tau_gap_across_batchings_max": max(timings["tau_gap_m"]),
+        "tau_abs_median": float(np.median(timings["tau_abs_median"])),
         "compare": compare,
     }, indent=1))
 

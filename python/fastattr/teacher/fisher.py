@@ -100,34 +100,52 @@ def fit_fisher(
                     cap.clear()
                     unet.zero_grad(set_to_none=True)
                     loss_fn(unet, images[idx], text_states[idx], t, noise, alphas_cumprod).sum().backward()
+                    # Every K/V layer usually reads the same text-state tensor: products of the
+                    # inputs are computed once per distinct input (and eigenbasis) per batch.
+                    shared: dict[tuple[int, int], torch.Tensor] = {}
                     for name in layers:
                         a, g = cap.tokens(name)
-                        grad = torch.einsum("blo,bli->boi", g, a).double()
                         st = stats[name]
                         if pass_no == 1:
-                            a2, g2 = a.reshape(-1, a.shape[-1]).double(), g.reshape(-1, g.shape[-1]).double()
-                            st["A"] += a2.T @ a2
-                            st["G"] += g2.T @ g2
-                            st["tokens"] += a2.shape[0]
-                            st["diag"] += grad.pow(2).sum(0)
+                            key = (a.data_ptr(), 0)
+                            if key not in shared:
+                                a2 = a.reshape(-1, a.shape[-1])
+                                shared[key] = (a2.T @ a2).double()
+                            g2 = g.reshape(-1, g.shape[-1])
+                            st["A"] += shared[key]
+                            st["G"] += (g2.T @ g2).double()
+                            st["tokens"] += a.shape[0] * a.shape[1]
+                            st["diag"] += torch.einsum("blo,bli->boi", g, a).double().pow(2).sum(0)
                         else:
                             q_a, q_g = bases[name]
-                            st["eig"] += (q_g.T @ grad @ q_a).pow(2).sum(0)
+                            key = (a.data_ptr(), id(q_a))
+                            if key not in shared:
+                                shared[key] = a @ q_a
+                            # Q_Gᵀ (Σ_t g_t a_tᵀ) Q_A = Σ_t (Q_Gᵀ g_t)(Q_Aᵀ a_t)ᵀ: rotate the tokens first.
+                            proj = torch.einsum("blo,bli->boi", g @ q_g, shared[key])
+                            st["eig"] += proj.double().pow(2).sum(0)
                     if pass_no == 1:
                         n_samples += len(idx)
                 if pass_no == 1:
+                    eig_a: list[tuple[torch.Tensor, torch.Tensor]] = []
                     for name, st in stats.items():
                         # eigh of symmetric PSD matrices; the eigenvalues are discarded (EK-FAC refits them).
-                        _, q_a = torch.linalg.eigh(st["A"] / st["tokens"])
-                        _, q_g = torch.linalg.eigh(st["G"] / st["tokens"])
+                        a_mean = st["A"] / st["tokens"]
+                        # Layers with identical A (same input) share one Q_A object, so pass 2 rotates
+                        # their inputs once.
+                        q_a = next((q for m, q in eig_a if torch.equal(m, a_mean)), None)
+                        if q_a is None:
+                            q_a = torch.linalg.eigh(a_mean)[1].float()
+                            eig_a.append((a_mean, q_a))
+                        q_g = torch.linalg.eigh(st["G"] / st["tokens"])[1].float()
                         bases[name] = (q_a, q_g)
     finally:
         unet.zero_grad(set_to_none=True)
         unet.train(was_training)
     fitted = {
         name: LayerFisher(
-            q_a=bases[name][0].float(),
-            q_g=bases[name][1].float(),
+            q_a=bases[name][0].clone(),
+            q_g=bases[name][1].clone(),
             eigvals=(st["eig"] / n_samples).float(),
             diag=(st["diag"] / n_samples).float(),
         )
