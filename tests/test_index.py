@@ -228,3 +228,10 @@ def test_every_kernel_gives_the_same_answer(tmp_path: Path) -> None:
 
 def test_kernel_name() -> None:
     assert index.kernel() in {"avx512_vnni", "avx2", "neon", "scalar"}
+
+
+def test_empty_batch_gives_empty_results(random_index) -> None:
+    found, _, _ = random_index
+    ids, scores = found.search_batch(np.zeros((0, 96), np.float32), 5)
+    assert ids.shape == (0, 5) and scores.shape == (0, 5)
+    assert ids.dtype == np.uint64 and scores.dtype == np.float32

@@ -154,3 +154,28 @@ def test_killed_writer_never_leaves_a_partial_index(tmp_path: Path) -> None:
     assert not target.exists()
     # Only a hidden temporary file can remain, which no reader would open under the target name.
     assert all(p.name.startswith(".k.fai.tmp-") for p in tmp_path.iterdir())
+
+
+_FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    from fastattr import index
+    found = index.open(sys.argv[1])
+    query = np.ones(16, np.float32)
+    before = found.search(query, 5, threads=2)[0].tolist()  # starts the thread pool
+    pid = os.fork()
+    if pid == 0:  # the child has no pool threads; it must build its own, not wait forever
+        os._exit(0 if found.search(query, 5, threads=2)[0].tolist() == before else 3)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_search_after_fork(tmp_path: Path) -> None:
+    vectors = np.random.default_rng(5).standard_normal((5000, 16)).astype(np.float32)
+    index.build(tmp_path / "f.fai", vectors, np.arange(5000))
+    result = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, str(tmp_path / "f.fai")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
