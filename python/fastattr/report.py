@@ -29,6 +29,8 @@ img { image-rendering: pixelated; object-fit: contain; background: #eee; border-
 .rank { font-weight: 600; } .score { float: right; font-variant-numeric: tabular-nums; }
 .bar { height: 4px; background: #dde; border-radius: 2px; margin: 4px 0 6px; } .bar > div { height: 4px; background: #4a6cf7; border-radius: 2px; }
 .caption { font-size: 12px; line-height: 1.35; } .id { font-size: 11px; color: #888; word-break: break-all; }
+h2 { font-size: 16px; margin: 22px 0 8px; } table { border-collapse: collapse; background: #fff; font-size: 13px; }
+td, th { border: 1px solid #ddd; padding: 4px 10px; text-align: right; font-variant-numeric: tabular-nums; } td:first-child, th:first-child { text-align: left; }
 .missing { display: flex; align-items: center; justify-content: center; aspect-ratio: 1 / 1; background: #eee; color: #999; font-size: 12px; border-radius: 4px; }
 """
 
@@ -70,6 +72,7 @@ def render_html(
     thumbnails: Mapping[int, np.ndarray] | None = None,
     title: str = "fastattr attribution report",
     meta: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Sequence[Sequence[Any]]] | None = None,
 ) -> str:
     """A self-contained HTML page (no external files): query image, prompt, ranked training items.
 
@@ -80,6 +83,7 @@ def render_html(
         thumbnails: item id → uint8 (h, w, 3) thumbnail; items without one show a placeholder.
         title: page title.
         meta: extra facts shown under the prompt (bundle, device, latency, ...).
+        tables: titled tables shown below the results; the first row of each is its header.
 
     Example:
         >>> page = render_html(np.zeros((8, 8, 3), np.uint8), "a red square", [])
@@ -100,6 +104,13 @@ def render_html(
             f'<span class="score">{hit.score:.4f}</span></div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
             f'<div class="caption">{html.escape(hit.caption)}</div><div class="id">item {hit.item_id}</div>{uri}</div>'
         )
+    sections = []
+    for name, rows in (tables or {}).items():
+        head, *body = [[html.escape(str(cell)) for cell in row] for row in rows] or [[]]
+        sections.append(
+            f"<h2>{html.escape(name)}</h2><table><tr>{''.join(f'<th>{c}</th>' for c in head)}</tr>"
+            + "".join(f"<tr>{''.join(f'<td>{c}</td>' for c in row)}</tr>" for row in body) + "</table>"
+        )
     facts = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in (meta or {}).items())
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -109,7 +120,7 @@ def render_html(
         f"<div class=\"query\"><img alt=\"query image\" src=\"{_png_data_uri(image)}\"><div>"
         f"<div class=\"meta\">prompt</div><div class=\"prompt\">{html.escape(prompt)}</div>"
         f"<div class=\"meta\">{facts}</div></div></div>"
-        f"<div class=\"grid\">{''.join(cards)}</div></body></html>\n"
+        f"<div class=\"grid\">{''.join(cards)}</div>{''.join(sections)}</body></html>\n"
     )
 
 

@@ -23,7 +23,7 @@ def test_recorded_parity_meets_the_bars():
     assert parity["embedder"]["n"] >= 64
     assert parity["embedder"]["max_abs"] <= 1e-4 and parity["embedder"]["min_cosine"] >= 0.9999
     assert parity["embedder_fp16"]["min_cosine"] >= 0.999  # measured on CPU; recorded for CUDA users
-    assert parity["embedder_int8"]["min_cosine"] >= 0.99
+    assert parity["embedder_int8"]["min_cosine"] >= 0.98
 
 
 def test_inputs_cover_padding_and_lengths():
