@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -118,6 +119,7 @@ public:
 
     // Quantizes and writes n rows of dim float32; ids are the rows' external ids.
     void append(const float* rows, const uint64_t* ids, uint64_t n) {
+        std::lock_guard<std::mutex> lock(mutex_);  // Python may call from several threads (GIL released)
         if (finished_) fail(ErrorKind::format, "this index writer is already closed; open a new one.");
         if (ids_.size() + n > kMaxCount) fail(ErrorKind::format, "an index holds at most 2^32 - 1 vectors.");
         for (uint64_t i = 0; i < n; ++i) {
@@ -144,6 +146,7 @@ public:
 
     // Writes the remaining sections and the header, fsyncs, and renames over the target path.
     void finish() {
+        std::lock_guard<std::mutex> lock(mutex_);
         if (finished_) fail(ErrorKind::format, "this index writer is already closed.");
         const uint64_t count = ids_.size();
         if (count == 0) fail(ErrorKind::format, "cannot build an empty index: append at least one vector.");
@@ -216,6 +219,7 @@ public:
 
     // Drops everything written so far; the target path is untouched. Safe to call twice.
     void abort() noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
         if (main_fd_ >= 0) {
             ::close(main_fd_);
             ::unlink(tmp_path_.c_str());
@@ -264,6 +268,7 @@ private:
     std::vector<int32_t> sums_;
     std::vector<uint64_t> ids_;
     bool finished_ = false;
+    std::mutex mutex_;
 };
 
 }  // namespace fastattr
