@@ -178,7 +178,7 @@ class Attributor:
             ids = np.asarray([int(i) for i in exclude], dtype=np.uint64)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"exclude must be an iterable of item ids (non-negative ints): {exc}") from exc
-        present = sum(1 for i in set(ids.tolist()) if i in self._items._rows)  # type: ignore[attr-defined]
+        present = sum(1 for i in set(ids.tolist()) if i in self._items)
         return (ids if len(ids) else None), present
 
     def _to_results(self, ids: np.ndarray, scores: np.ndarray) -> list[Attribution]:

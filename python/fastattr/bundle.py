@@ -122,6 +122,12 @@ class Items:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, item_id: object) -> bool:
+        try:
+            return int(item_id) in self._rows  # type: ignore[attr-defined, call-overload]
+        except (TypeError, ValueError):
+            return False
+
     def row(self, item_id: int) -> int:
         """The row of ``item_id``; InputError when the bundle has no such item."""
         try:

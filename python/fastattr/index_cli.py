@@ -183,6 +183,7 @@ def register(subparsers: Any) -> None:
     """Add `fastattr index build` to the CLI."""
     group = subparsers.add_parser("index", help="build the attribution bundle (index of training items)")
     sub = group.add_subparsers(dest="index_command", metavar="SUBCOMMAND")
+    group.set_defaults(handler=lambda args: (group.print_help(), 2)[1])
     build = sub.add_parser(
         "build", help="embed every training item and write a bundle",
         description="Embed every training item with the exported ONNX embedder, write the native index, "

@@ -1,0 +1,38 @@
+"""Tests of the cheap parts of fastattr.demo (the full run is exercised by `fastattr demo --preset tiny`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastattr.demo import _check_work, _map_rows, run_demo
+from fastattr.errors import InputError
+
+
+def test_work_folder_guards(tmp_path):
+    work = tmp_path / "work"
+    _check_work(work, "tiny", fresh=False)
+    assert json.loads((work / "demo.json").read_text())["preset"] == "tiny"
+    with pytest.raises(InputError, match="holds a 'tiny' demo, not 'demo'"):
+        _check_work(work, "demo", fresh=False)
+    (work / "stage").mkdir()
+    _check_work(work, "demo", fresh=True)  # a demo folder may be wiped
+    assert not (work / "stage").exists()
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "thesis.tex").write_text("x")
+    with pytest.raises(InputError, match="not a demo work folder"):
+        _check_work(other, "demo", fresh=True)
+    assert (other / "thesis.tex").exists()
+    with pytest.raises(InputError, match="unknown demo preset"):
+        run_demo(tmp_path / "w2", preset="huge")
+
+
+def test_map_table_puts_the_student_first():
+    results = {"L": [3, 9], "methods": {
+        "random": {"map": [{"mean": 0.1, "se": 0.01, "L": 3}, {"mean": 0.2, "se": 0.02, "L": 9}]},
+        "student": {"map": [{"mean": 0.7, "se": 0.05, "L": 3}, {"mean": 0.6, "se": 0.04, "L": 9}]}}}
+    rows = _map_rows(results)
+    assert rows[0] == ["method", "mAP@3", "mAP@9"]
+    assert rows[1] == ["student", "0.700 ± 0.050", "0.600 ± 0.040"] and rows[2][0] == "random"
