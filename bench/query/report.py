@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["write_report", "markdown", "plot_breakdown"]
 
 _STAGE_COLORS = {
-    "decode": "#8dd3c7", "resize_normalize": "#80b1d3", "preprocess": "#fccde5", "tokenize": "#fdb462",
+    "decode": "#8dd3c7", "resize_normalize": "#80b1d3", "preprocess": "#e78ac3", "tokenize": "#fdb462",
     "forward": "#fb8072", "search": "#bebada", "assemble": "#b3de69",
 }
 
@@ -20,14 +20,19 @@ def _ms(value: float | None) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
+# Pipeline order (results.json is written with sorted keys, so the order is restored here).
+_STAGE_ORDER = ("decode", "resize_normalize", "preprocess", "tokenize", "forward", "search", "assemble")
+
+
 def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per measured configuration: label, n_items, e2e latency, stage p50s, load."""
+    """One row per measured configuration: label, n_items, e2e latency, stage p50s in pipeline order."""
     rows = []
     for entry in results.get("configs", []):
         stages = entry.get("stages", {})
+        order = sorted(stages, key=lambda s: (_STAGE_ORDER.index(s) if s in _STAGE_ORDER else len(_STAGE_ORDER), s))
         rows.append({
             "label": entry["label"], "n_items": entry.get("n_items"), "e2e": entry.get("end_to_end"),
-            "stages": {name: lat["p50_ms"] for name, lat in stages.items()},
+            "stages": {name: stages[name]["p50_ms"] for name in order},
         })
     return rows
 
@@ -49,11 +54,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"load average at start {machine.get('loadavg')}, at end {results.get('loadavg_end')}.",
         "",
     ]
-    stage_names: list[str] = []
-    for row in _rows(results):
-        for name in row["stages"]:
-            if name not in stage_names:
-                stage_names.append(name)
+    present = {name for row in _rows(results) for name in row["stages"]}
+    stage_names = [s for s in _STAGE_ORDER if s in present] + sorted(present - set(_STAGE_ORDER))
     header = ["configuration", "items", "p50 ms", "p99 ms", "n", *[f"{s} ms" for s in stage_names], "load (1 min)"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
@@ -72,11 +74,12 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {ratio['name']} | {ratio['value']:.3g}× | {ratio['how']} |")
         lines.append("")
     if results.get("bars"):
-        lines += ["## Bars", "", "| bar | target | measured | met |", "|---|---|---|---|"]
+        lines += ["## Bars", "", "| bar | target | measured | met | decides the bar | note |", "|---|---|---|---|---|---|"]
         for bar in results["bars"]:
             measured = "–" if bar.get("measured") is None else f"{bar['measured']:.4g}"
-            met = {True: "yes", False: "**no**", None: "not measured"}[bar.get("met")]
-            lines.append(f"| {bar['name']} | {bar['target']} | {measured} | {met} |")
+            met = {True: "yes", False: "**no**", None: "not judged" if bar.get("measured") is not None else "not measured"}[bar.get("met")]
+            judged = "yes" if bar.get("judged") else "context"
+            lines.append(f"| {bar['name']} | {bar['target']} | {measured} | {met} | {judged} | {bar.get('note', '')} |")
         lines.append("")
     for note in results.get("notes", []):
         lines.append(f"- {note}")

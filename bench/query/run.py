@@ -106,26 +106,42 @@ def measure_size(results: dict[str, Any], exported: Any, spec: RealSizeSpec, n_i
 
 
 def evaluate_bars(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
-    """The issue's bars, each with the figure it is judged on (None when not measured)."""
+    """The issue's bars, each with the figure it is judged on (None when not measured).
+
+    ``judged`` rows decide the bar; the others are shown for context. The latency bar is judged
+    on the bundle's default fp32 embedder; the speed-up bar on the SDK's CPU variant
+    (``precision="int8"``, whose parity the export records) when the bundle has it, else fp32.
+    """
     ratios = {r["name"]: r["value"] for r in results["ratios"]}
     sizes = results["settings"]["sizes"]
-    bars = []
+    parity = (results.get("export") or {}).get("parity") or {}
+    bars: list[dict[str, Any]] = []
+
+    def add(name: str, target: str, value: float | None, ok: bool | None, *, judged: bool, real_size: bool = True,
+            note: str = "") -> None:
+        # --quick runs tiny encoders: their ratios say nothing about the real-size bars.
+        met = None if value is None or (quick and real_size) else ok
+        bars.append({"name": name, "target": target, "measured": value, "judged": judged, "note": note, "met": met})
+
     for n in sizes:
         for p in ("fp32", "int8"):
             value = ratios.get(f"SDK {p} end-to-end / bare ONNX forward {p}, N={n:,}")
             if value is not None:
-                bars.append({"name": f"SDK {p} end-to-end ≤ 1.2× bare ONNX forward (N={n:,})", "target": "≤ 1.2",
-                             "measured": value, "met": None if quick else value <= 1.2})
+                add(f"SDK {p} end-to-end ≤ 1.2× bare ONNX forward (N={n:,})", "≤ 1.2", value, value <= 1.2,
+                    judged=p == "fp32")
     n_bar = PAPER_N if PAPER_N in sizes else sizes[0]
+    best = "int8" if f"reference / SDK int8, N={n_bar:,}" in ratios else "fp32"
     for p in ("fp32", "int8"):
         value = ratios.get(f"reference / SDK {p}, N={n_bar:,}")
         if value is not None:
-            bars.append({"name": f"SDK {p} ≥ 2× faster than torch-eager reference (N={n_bar:,}, {results['settings']['threads']} threads)",
-                         "target": "≥ 2", "measured": value, "met": None if quick else value >= 2.0})
+            cos = (parity.get("embedder" if p == "fp32" else f"embedder_{p}") or {}).get("min_cosine")
+            add(f"SDK {p} ≥ 2× faster than torch-eager reference (N={n_bar:,}, {results['settings']['threads']} threads)",
+                "≥ 2", value, value >= 2.0, judged=p == best,
+                note=f"export parity min cosine {cos:.6f} on 64 inputs" if cos is not None else "")
     world = results.get("embedded_world") or {}
     speedup = world.get("speedup")
-    bars.append({"name": "student ≥ 10,000× faster than teacher per query (embedded world)", "target": "≥ 10000",
-                 "measured": speedup, "met": None if speedup is None else speedup >= 10_000})
+    add("student ≥ 10,000× faster than teacher per query (embedded world)", "≥ 10000", speedup,
+        None if speedup is None else speedup >= 10_000, judged=True, real_size=False)
     return bars
 
 
