@@ -36,3 +36,21 @@ def test_three_hidden_layers_by_default():
 def test_bad_sizes(kwargs):
     with pytest.raises(CheckpointError, match="Head sizes"):
         Head(8, **kwargs)
+
+
+def test_skip_path_starts_at_the_untuned_ranking():
+    # With the MLP's output zero-initialized and a PCA skip path that keeps every direction
+    # (dim = in_dim, an orthogonal map), cosines at initialization equal the untuned cosines.
+    torch.manual_seed(0)
+    feats = torch.randn(40, 6) @ torch.randn(6, 6)
+    head = Head(6, hidden=8, dim=6, skip=True).eval()
+    head.init_projection(feats)
+    e = head(feats)
+    expected = torch.nn.functional.normalize(feats, dim=-1)
+    torch.testing.assert_close(e @ e.T, expected @ expected.T, rtol=1e-4, atol=1e-5)
+
+
+def test_plain_mlp_has_no_skip():
+    head = Head(6, hidden=8, dim=4, skip=False)
+    assert head.skip is None and head.config["skip"] is False
+    head.init_projection(torch.randn(10, 6))  # a no-op without the skip path

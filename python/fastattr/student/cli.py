@@ -21,14 +21,15 @@ def _train(args: argparse.Namespace) -> int:
     from .pipeline import default_config, train_student
 
     config = default_config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-                            dim=args.dim, seed=args.seed, objective=args.objective)
+                            dim=args.dim, seed=args.seed, objective=args.objective,
+                            skip=False if args.no_skip else None)
     log = train_student(args.dataset, args.teacher_set, args.out, image_encoder=args.image_encoder,
                         text_encoder=args.text_encoder, max_length=args.max_length, cache_dir=args.cache_dir,
                         config=config, pretrain_steps=args.pretrain_steps, progress=not args.quiet)
     chosen = log.get("chosen", {})
     print(f"student: {args.out} (head {log['seconds']:.1f} s, total {log['seconds_total']:.1f} s; "
-          f"val loss {chosen.get('loss', float('nan')):.4f}, val candidate mAP "
-          f"{chosen.get('candidate_map', float('nan')):.3f} at step {chosen.get('step')})")
+          f"held-out loss {chosen.get('loss', float('nan')):.4f}, mAP {chosen.get('map', float('nan')):.3f} "
+          f"at step {chosen.get('step')})")
     return 0
 
 
@@ -66,12 +67,14 @@ def register(subparsers: Any) -> None:
     train.add_argument("--text-encoder", default=None,
                        help="transformers text model folder or hub id (default: the shipped all-MiniLM-L6-v2)")
     train.add_argument("--max-length", type=int, default=None, help="token length (default: fit the captions)")
-    train.add_argument("--pretrain-steps", type=int, default=300, help="steps of the 'world' image encoder")
+    train.add_argument("--pretrain-steps", type=int, default=500, help="steps of the 'world' image encoder")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps of the head")
     train.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4096)")
     train.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3)")
     train.add_argument("--hidden", type=int, default=None, help="hidden width of the head's MLP")
     train.add_argument("--dim", type=int, default=None, help="embedding dimension")
+    train.add_argument("--no-skip", action="store_true",
+                       help="the paper's plain MLP head, without the linear skip path started at PCA")
     train.add_argument("--objective", choices=("rank", "regression"), default=None,
                        help="rank (default) or the absolute-score regression ablation")
     train.add_argument("--seed", type=int, default=None)

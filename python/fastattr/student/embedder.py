@@ -112,7 +112,8 @@ def load_student(path: str | Path) -> Student:
         text_encoder = TextEncoder(text_model, pooling=txt["pooling"], tokenizer=load_tokenizer(root / "tokenizer.json"),
                                    max_length=txt["max_length"], source=txt["source"])
         head = Head(int(head_cfg["in_dim"]), hidden=int(head_cfg["hidden"]), dim=int(head_cfg["dim"]),
-                    n_hidden=int(head_cfg["n_hidden"]), dropout=float(head_cfg["dropout"]))
+                    n_hidden=int(head_cfg["n_hidden"]), dropout=float(head_cfg["dropout"]),
+                    skip=bool(head_cfg.get("skip", False)))
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{root / 'student.json'} lacks a field ({exc!r}); re-run `fastattr student train`.") from exc
     if image_encoder.dim + text_encoder.dim != head.config["in_dim"]:

@@ -215,6 +215,12 @@ def pretrained_model(source: str, model_type: str, pooling: str, *, modality: st
     Example:
         >>> model = pretrained_model("runs/student/image_encoder", "vit", "cls", modality="image")  # doctest: +SKIP
     """
+    # transformers prints a load report for every expected difference (e.g. MiniLM's unused
+    # pooler); the loads here are deliberate, so only errors are shown.
+    previous = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         if model_type == "clip":
             cls = transformers.CLIPVisionModel if modality == "image" else transformers.CLIPTextModel
@@ -226,6 +232,10 @@ def pretrained_model(source: str, model_type: str, pooling: str, *, modality: st
         return transformers.AutoModel.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"Cannot load the {modality} encoder weights from {source!r}: {exc}") from exc
+    finally:
+        transformers.logging.set_verbosity(previous)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def standin_vit_config(image_side: int, *, hidden: int = 64, layers: int = 3, heads: int = 4) -> Any:

@@ -39,8 +39,8 @@ class Head(nn.Module):
         True
     """
 
-    def __init__(self, in_dim: int, *, hidden: int = 512, dim: int = 128, n_hidden: int = 3,
-                 dropout: float = 0.1, alpha: float = 10.0, beta: float = 0.0) -> None:
+    def __init__(self, in_dim: int, *, hidden: int = 256, dim: int = 128, n_hidden: int = 3,
+                 dropout: float = 0.1, skip: bool = True, alpha: float = 10.0, beta: float = 0.0) -> None:
         super().__init__()
         if min(in_dim, hidden, dim, n_hidden) < 1 or not 0.0 <= dropout < 1.0:
             raise CheckpointError(
@@ -54,18 +54,43 @@ class Head(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, dim))
         self.mlp = nn.Sequential(*layers)
+        # A linear skip path (a deviation from the paper's plain MLP, for teacher sets of a few
+        # hundred queries): with the MLP's last layer starting at zero, g starts as a projection
+        # of the untuned features (see init_projection), so training departs from the untuned
+        # ranking instead of from a random one, and little data cannot make it much worse.
+        self.skip = nn.Linear(in_dim, dim, bias=False) if skip else None
+        if skip:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
         # Starting alpha well above 1 lets the logit alpha*cos+beta span a useful range from step 0.
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.beta = nn.Parameter(torch.tensor(float(beta)))
         self.config = {"in_dim": int(in_dim), "hidden": int(hidden), "dim": int(dim),
-                       "n_hidden": int(n_hidden), "dropout": float(dropout)}
+                       "n_hidden": int(n_hidden), "dropout": float(dropout), "skip": bool(skip)}
 
     @property
     def dim(self) -> int:
         return int(self.config["dim"])
 
     def forward(self, features: Any) -> Any:
-        return F.normalize(self.mlp(features), dim=-1)
+        out = self.mlp(features)
+        if self.skip is not None:
+            out = out + self.skip(features)
+        return F.normalize(out, dim=-1)
+
+    def init_projection(self, features: Any) -> None:
+        """Set the skip path to the top principal directions of ``features`` (N, in_dim).
+
+        Cosines after the projection then approximate the untuned cosines (only the
+        low-variance directions are dropped). Extra output dims beyond in_dim stay random.
+        """
+        if self.skip is None:
+            return
+        with torch.no_grad():
+            centred = features - features.mean(0, keepdim=True)
+            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+            k = min(self.dim, vh.shape[0])
+            self.skip.weight[:k] = vh[:k]
 
     def logits(self, query_embeddings: Any, item_embeddings: Any) -> Any:
         """alpha * cos + beta for row-aligned pairs of unit embeddings."""

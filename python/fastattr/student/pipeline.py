@@ -29,7 +29,7 @@ WORLD_ENCODER = "world"
 
 
 def prepare_image_encoder(source: str, dataset_path: str | Path, *, cache_dir: str | Path | None,
-                          pretrain_steps: int = 300, seed: int = 0, progress: bool = True) -> ImageEncoder:
+                          pretrain_steps: int = 500, seed: int = 0, progress: bool = True) -> ImageEncoder:
     """The image encoder named by ``source``: a folder/hub id, or ``"world"`` for the pretrained stand-in.
 
     The stand-in is pretrained once per (dataset, steps, seed) and kept under ``cache_dir``.
@@ -95,7 +95,7 @@ def compute_features(image_encoder: ImageEncoder, text_encoder: TextEncoder, ite
 def train_student(dataset: str | Path, teacher_set: str | Path, out: str | Path, *,
                   image_encoder: str = WORLD_ENCODER, text_encoder: str | None = None,
                   max_length: int | None = None, cache_dir: str | Path | None = None,
-                  config: TrainConfig | None = None, pretrain_steps: int = 300,
+                  config: TrainConfig | None = None, pretrain_steps: int = 500,
                   progress: bool = True) -> dict[str, Any]:
     """Train the student from a dataset folder and a teacher set; write the checkpoint to ``out``.
 

@@ -65,7 +65,7 @@ def attribute_targets(attributes: Sequence[Mapping[str, Any]], *, max_classes: i
 
 
 def pretrain_image_encoder(images: np.ndarray, attributes: Sequence[Mapping[str, Any]], *,
-                           steps: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                           steps: int = 500, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                            hidden: int = 64, layers: int = 3, progress: bool = True) -> tuple[ImageEncoder, dict[str, Any]]:
     """Train a small ViT to predict each stored attribute from the image; return it frozen + metrics.
 
