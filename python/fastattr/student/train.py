@@ -162,12 +162,27 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     val_y = rank_labels(rank, query_id)[val]
     loss_fn = ranking_loss if objective == "rank" else regression_loss
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], dict[str, Any] | None] = ((0.0, 0.0), None)
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     step, first_loss, last_loss = 0, float("nan"), float("nan")
+
+    def checkpoint(train_loss: float | None) -> dict[str, float]:
+        nonlocal best
+        metrics = _validate(head, fq, fx, query_id[val], item_id[val], val_y, tau[val], objective)
+        history.append({"step": step, "train_loss": train_loss, **{f"val_{k}": v for k, v in metrics.items()}})
+        # Keep the state whose ranking of all items puts the held-out queries' best candidates
+        # highest (what the test mAP measures); the loss breaks ties. Step 0 competes too, so
+        # training that does not generalize falls back to the starting point.
+        key = (-metrics["map"], metrics["loss"])
+        if best[1] is None or key < best[0]:
+            best = (key, {"step": step, **metrics, "state": copy.deepcopy(head.state_dict())})
+        return metrics
+
+    if val.any():
+        checkpoint(None)
     with tqdm(total=config.steps, desc=f"train head ({objective})", disable=not progress, leave=False) as bar:
         while step < config.steps:
             for q, i, y, t in sampler.epoch(batch_size=config.batch_size):
@@ -187,14 +202,8 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
                 first_loss = last_loss if step == 1 else first_loss
                 bar.update(1)
                 if val.any() and (step % config.eval_every == 0 or step == config.steps):
-                    metrics = _validate(head, fq, fx, query_id[val], item_id[val], val_y, tau[val], objective)
-                    history.append({"step": step, "train_loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
-                    bar.set_postfix(loss=f"{last_loss:.4f}", val=f"{metrics['loss']:.4f}")
-                    # Keep the state whose ranking of all items puts the held-out queries' best
-                    # candidates highest (what the test mAP measures); the loss breaks ties.
-                    key = (-metrics["map"], metrics["loss"])
-                    if best[1] is None or key < best[0]:
-                        best = (key, {"step": step, **metrics, "state": copy.deepcopy(head.state_dict())})
+                    metrics = checkpoint(last_loss)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", val_map=f"{metrics['map']:.3f}")
                 if step >= config.steps:
                     break
     seconds = time.perf_counter() - start
