@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .realsize import RealSizeSpec, build_embedder, minilm_tokenizer_path
+from .realsize import RealSizeSpec, build_embedder, minilm_tokenizer_path, weights_digest
 
 __all__ = ["export_realsize", "random_unit_chunks", "random_vectors", "random_bundle"]
 
@@ -34,8 +34,8 @@ def export_realsize(out_dir: str | os.PathLike[str], spec: RealSizeSpec, *, int8
                     n_parity: int = 64) -> Any:
     """Build the random-weight embedder and export it with ``fastattr.export.export_embedder``.
 
-    Reuses ``out_dir`` when it already holds an export of the same spec (exporting ViT-B/16 +
-    CLIP text and running the 64-input parity check costs minutes on two cores).
+    Reuses ``out_dir`` when it already holds an export of the same spec and weights (exporting
+    ViT-B/16 + CLIP text and running the 64-input parity check costs minutes on two cores).
 
     Returns:
         The ``fastattr.export.ExportedEmbedder`` (with ``info["parity"]`` as measured).
@@ -44,17 +44,18 @@ def export_realsize(out_dir: str | os.PathLike[str], spec: RealSizeSpec, *, int8
     from fastattr.export import export_embedder, load_export
 
     out = Path(out_dir)
+    model = build_embedder(spec)
+    stamp = {"spec": spec.to_json(), "weights_sha256": weights_digest(model)}
     marker = out / _SPEC_FILE
-    if marker.is_file() and json.loads(marker.read_text()) == spec.to_json():
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
         exported = load_export(out)
         if not int8 or "embedder_int8" in exported.info["files"]:
             return exported
-    model = build_embedder(spec)
     embedder_spec = {**spec.preprocessing(), "tokenizer": str(minilm_tokenizer_path()),
                      "max_length": spec.max_length, "dim": spec.out_dim}
     exported = export_embedder(model, embedder_spec, out, int8=int8, n_parity=n_parity,
                                source={"realsize": spec.to_json(), "weights": "random (seeded)"})
-    write_json(marker, spec.to_json())
+    write_json(marker, stamp)
     return exported
 
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "build_embedder",
     "example_inputs",
     "minilm_tokenizer_path",
+    "weights_digest",
 ]
 
 # DINO (v1) is served with ImageNet statistics and bicubic resizing.
@@ -132,9 +134,31 @@ def build_embedder(spec: RealSizeSpec | None = None) -> Any:
     widths = set(spec.head_hidden)
     if len(widths) != 1:
         raise ValueError(f"the student's Head has one hidden width; got {spec.head_hidden}")
+    options = {"skip": False} if "skip" in inspect.signature(Head).parameters else {}  # the paper's plain MLP
     head = Head(image.dim + text.dim, hidden=widths.pop(), dim=spec.out_dim,
-                n_hidden=len(spec.head_hidden), dropout=spec.dropout)
+                n_hidden=len(spec.head_hidden), dropout=spec.dropout, **options)
     return Embedder(image, text, head).eval()
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 over the module's parameters and buffers (names, shapes, bytes).
+
+    The export cache keys on it: a change in the student's modules (a new default, another
+    initialisation) then re-exports instead of benchmarking a graph the reference doesn't match.
+
+    Example:
+        >>> m = build_embedder(RealSizeSpec.tiny())
+        >>> weights_digest(m) == weights_digest(build_embedder(RealSizeSpec.tiny()))
+        True
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def example_inputs(spec: RealSizeSpec, *, batch: int = 1, seq_len: int = 16, seed: int = 0) -> tuple[Any, Any, Any]:
