@@ -15,13 +15,14 @@ def render(results: dict[str, dict[str, Any]], machine: dict[str, Any]) -> str:
         f"kernel={machine.get('kernel')}, cpus={machine.get('cpus')}, "
         f"load avg before/after={machine.get('load_before')}/{machine.get('load_after')}",
         "",
-        "| method | p50 single (ms) | batch-64 qps | recall@10 | recall@100 | file (MB) | open (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | p50 single (ms) | CPU ms / single | batch-64 qps | recall@10 | recall@100 | file (MB) | open (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results.values():
         size = None if row.get("file_bytes") is None else row["file_bytes"] / 1e6
         lines.append(
-            f"| {row['name']} | {_fmt(row.get('p50_ms'), '.2f')} | {_fmt(row.get('batch_qps'), '.0f')} | "
+            f"| {row['name']} | {_fmt(row.get('p50_ms'), '.2f')} | {_fmt(row.get('cpu_ms'), '.1f')} | "
+            f"{_fmt(row.get('batch_qps'), '.0f')} | "
             f"{_fmt(row.get('recall10'), '.4f')} | {_fmt(row.get('recall100'), '.4f')} | {_fmt(size, '.0f')} | "
             f"{_fmt(row.get('open_ms'), '.3f')} |"
         )
