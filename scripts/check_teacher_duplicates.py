@@ -38,10 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bar", type=float, default=0.9)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for scoring")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     args = parser.parse_args(argv)
+
+    import os
 
     import torch
 
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     from fastattr.t2i import load_model, to_model_input
     from fastattr.teacher.curate import CurationConfig, curate
     from fastattr.teacher.ekfac import load_fisher
@@ -75,12 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     config = CurationConfig(
         n_train_queries=0 if full else args.n, n_test_queries=args.n if full else 0, candidates_k=k,
         subsample_m=None, n_timesteps=args.timesteps, query_draws=args.query_draws,
-        eta=args.eta if args.eta is not None else defaults.eta, fisher_kind=args.fisher_kind, seed=args.seed)
+        eta=args.eta if args.eta is not None else defaults.eta, fisher_kind=args.fisher_kind, seed=args.seed,
+        bf16=args.bf16)
     teacher = load_teacher_set(curate(
         out / "teacher", unet=model.unet, alphas_cumprod=model.alphas_cumprod, item_images=np.asarray(ds.images),
         item_text_states=text, item_ids=np.asarray(ds.item_ids, np.int64), fisher=fisher,
         query_captions=[ds.captions[r] for r in rows], query_images=queries, query_text_states=text[rows],
-        splits=["test" if full else "train"] * args.n, config=config, workers=args.workers))
+        splits=["test" if full else "train"] * args.n, config=config, workers=args.workers, overwrite=True))
     top1 = teacher.item_id[teacher.rank == 0]
     order = np.argsort(teacher.query_id[teacher.rank == 0])
     hits = top1[order] == rows

@@ -94,6 +94,11 @@ def test_errors(setup, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="other inputs or settings"):
         curate(tmp_path / "e", config=other, **kwargs)
     curate(tmp_path / "e", config=other, overwrite=True, **kwargs)  # explicit restart works
+    # A new η keeps the prepared inputs (losses before unlearning), only the results are redone.
+    base = tmp_path / "e" / "work" / "base_losses.npy"
+    stamp = base.stat().st_mtime_ns
+    curate(tmp_path / "e", config=CurationConfig(**{**other.__dict__, "eta": 0.02}), overwrite=True, **kwargs)
+    assert base.stat().st_mtime_ns == stamp
     bad = dict(kwargs)
     with pytest.raises(InputError, match="candidates_k"):
         curate(tmp_path / "x", config=CurationConfig(candidates_k=99), **kwargs)

@@ -85,8 +85,7 @@ def _digest(*arrays: Any) -> str:
 
 def _prepare(work: Path, run_info: dict[str, Any], *, unet: nn.Module, alphas_cumprod: torch.Tensor,
              item_images: np.ndarray, item_text: np.ndarray, item_ids: np.ndarray,
-             query_images: np.ndarray, query_text: np.ndarray, fisher_bytes: bytes,
-             progress: bool) -> None:
+             query_images: np.ndarray, query_text: np.ndarray, progress: bool) -> None:
     """Write everything the workers read; then the base losses, computed once for all queries."""
     from safetensors.torch import save
     from tqdm.auto import tqdm
@@ -98,7 +97,6 @@ def _prepare(work: Path, run_info: dict[str, Any], *, unet: nn.Module, alphas_cu
     write_json(work / "unet_config.json", unet_cfg)
     state = {k: v.detach().contiguous() for k, v in unet.state_dict().items()}
     write_bytes(work / "unet.safetensors", save(state))
-    write_bytes(work / "fisher.safetensors", fisher_bytes)
     save_npy(work / "alphas_cumprod.npy", alphas_cumprod.float().numpy())
     item_x = to_model_input(np.asarray(item_images))
     save_npy(work / "item_x.npy", item_x.numpy())
@@ -143,7 +141,7 @@ def _prepare(work: Path, run_info: dict[str, Any], *, unet: nn.Module, alphas_cu
                                   noise[sl], ts, alphas_cumprod, loss_fn=loss_fn,
                                   batch_size=cfg["batch_size"], flip=flip, autocast_bf16=cfg["bf16"])
         save_npy(work / f"{name}.npy", out.numpy())
-    write_json(work / "prepared.json", {"fingerprint": run_info["fingerprint"]})
+    write_json(work / "prepared.json", {"fingerprint": run_info["prep_fingerprint"]})
 
 
 def curate(
@@ -193,14 +191,19 @@ def curate(
     root, work = Path(out), Path(out) / "work"
     item_text = np.asarray(item_text_states, dtype=np.float32)
     query_text = np.asarray(query_text_states, dtype=np.float32)
-    fisher_bytes = fisher.to_bytes()
     ts = timestep_grid(config.n_timesteps, int(alphas_cumprod.shape[0]))
     weights = [v.detach().float().numpy() for v in unet.state_dict().values()]
-    fingerprint = _digest(json.dumps(dataclasses.asdict(config), sort_keys=True), loss_fn, fisher.digest(),
-                          *weights, alphas_cumprod.numpy(), np.asarray(item_images), item_text,
-                          np.asarray(item_ids, np.int64), np.asarray(query_images), query_text,
-                          json.dumps([list(query_captions), list(splits)]))
-    run_info = {"fingerprint": fingerprint, "config": dataclasses.asdict(config), "loss_fn": loss_fn,
+    # Two fingerprints: the prepared inputs (noise, candidates, losses before unlearning) depend
+    # on the data and the scoring grid only, so changing η, the draws or the Fisher keeps them.
+    prep_keys = ("seed", "n_timesteps", "candidates_k", "subsample_m", "flip", "bf16")
+    prep_fingerprint = _digest(json.dumps({k: getattr(config, k) for k in prep_keys}, sort_keys=True), loss_fn,
+                               *weights, alphas_cumprod.numpy(), np.asarray(item_images), item_text,
+                               np.asarray(item_ids, np.int64), np.asarray(query_images), query_text,
+                               json.dumps([list(query_captions), list(splits)]))
+    fingerprint = _digest(prep_fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True),
+                          fisher.digest())
+    run_info = {"fingerprint": fingerprint, "prep_fingerprint": prep_fingerprint,
+                "config": dataclasses.asdict(config), "loss_fn": loss_fn,
                 "n_items": n_items, "timesteps": ts.tolist(), "splits": list(splits)}
     old = work / "run.json"
     if old.is_file():
@@ -209,16 +212,16 @@ def curate(
                 raise CheckpointError(
                     f"{work} holds a curation run with other inputs or settings; resume it with the same "
                     "ones, or pass overwrite=True (CLI: --overwrite) to start afresh")
-            # Only this run's own outputs go; caches of the caller (e.g. text states) stay.
+            # Only this run's own results go; caches of the caller (e.g. text states) stay.
             shutil.rmtree(work / "results", ignore_errors=True)
-            (work / "prepared.json").unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     write_json(old, run_info)
+    write_bytes(work / "fisher.safetensors", fisher.to_bytes())
     prepared = work / "prepared.json"
-    if not (prepared.is_file() and json.loads(prepared.read_text()).get("fingerprint") == fingerprint):
+    if not (prepared.is_file() and json.loads(prepared.read_text()).get("fingerprint") == prep_fingerprint):
         _prepare(work, run_info, unet=unet, alphas_cumprod=alphas_cumprod, item_images=item_images,
                  item_text=item_text, item_ids=np.asarray(item_ids), query_images=query_images,
-                 query_text=query_text, fisher_bytes=fisher_bytes, progress=progress)
+                 query_text=query_text, progress=progress)
     pending = [q for q in range(n_q) if not result_path(work, q).is_file()]
     start = time.perf_counter()
     seconds = _score_all(work, pending, workers=workers, progress=progress)
