@@ -130,6 +130,9 @@ def evaluate_student(student_dir: str | Path, dataset: str | Path, teacher_set: 
         "format": "fastattr-student-eval", "version": 1,
         "n_items": len(items), "n_test_queries": int(len(test)), "fractions": list(fractions), "L": cuts,
         "methods": methods, "best_untuned": best_untuned,
+        # DESIGN §4 lists the teacher among the baselines "where applicable": here it defines the
+        # positives, so its mAP is 1 by construction and is not reported as a competitor.
+        "teacher": "not applicable: the teacher's own top-L are the positives (mAP 1 by construction)",
         "margin_at_middle": methods["student"]["map"][1]["mean"] - methods[best_untuned]["map"][1]["mean"],
         "student": str(Path(student_dir).resolve()), "teacher_set": str(Path(teacher_set).resolve()),
         "seconds_scoring": time.perf_counter() - started,
