@@ -13,8 +13,11 @@ from fastattr.t2i.sample import ddim_timesteps
 def test_timesteps() -> None:
     assert ddim_timesteps(1000, 1) == [999]
     assert ddim_timesteps(10, 10) == list(range(9, -1, -1))
+    assert ddim_timesteps(1000, 3, start=900) == [900, 450, 0]
     with pytest.raises(InputError, match="steps must be >= 1"):
         ddim_timesteps(1000, 0)
+    with pytest.raises(InputError, match="start must be in"):
+        ddim_timesteps(1000, 3, start=1000)
 
 
 def test_sample_is_seeded_uint8() -> None:
@@ -28,6 +31,9 @@ def test_sample_is_seeded_uint8() -> None:
     assert not np.array_equal(a, c)
     unguided = model.sample(prompts, seed=3, steps=3, guidance_scale=1.0)
     assert unguided.shape == a.shape
+    options = model.sample(prompts, seed=3, steps=3, guidance_scale=2.0, guidance_rescale=0.7,
+                           start_timestep=900)
+    assert options.shape == a.shape and not np.array_equal(options, a)
     assert model.unet.training  # a fresh model stays in train mode after sampling
     with pytest.raises(InputError, match="at least one caption"):
         model.sample([], seed=0)

@@ -79,6 +79,12 @@ def test_crash_keeps_the_last_checkpoint_and_resumes(
     assert _same(_weights(tmp_path / "full"), _weights(tmp_path / "crash"))
 
 
+def test_min_snr_and_offset_noise_change_training(tiny_world: Dataset, trained: Path, tmp_path: Path) -> None:
+    for name, change in [("snr", {"min_snr_gamma": 5.0}), ("offset", {"offset_noise": 0.1})]:
+        train(tiny_world, tmp_path / name, T2IConfig.preset("tiny", **change), **_quiet())
+        assert not _same(_weights(trained), _weights(tmp_path / name)), name
+
+
 def test_bf16_precision_trains(tiny_world: Dataset, tmp_path: Path) -> None:
     train(tiny_world, tmp_path / "b", T2IConfig.preset("tiny", steps=2, precision="bf16"), **_quiet())
     assert load_model(tmp_path / "b").config.precision == "bf16"

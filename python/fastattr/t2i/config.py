@@ -90,6 +90,12 @@ class T2IConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.0
     caption_dropout: float = 0.1
+    # Min-SNR-γ loss weighting (Hang et al. 2023): per-sample weight min(SNR_t, γ) / SNR_t on the
+    # ε-loss; 0 disables. It stops easy low-noise steps from dominating the gradient.
+    min_snr_gamma: float = 0.0
+    # Offset noise: a per-image, per-channel constant of this std added to the training noise,
+    # so that the model learns to move an image's mean colour (the background here).
+    offset_noise: float = 0.0
     ema_decay: float = 0.0
     checkpoint_every: int = 200
     seed: int = 0

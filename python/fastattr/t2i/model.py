@@ -161,13 +161,14 @@ class T2IModel:
     def sample(
         self, captions: Sequence[str], *, seed: int = 0, steps: int = 25,
         guidance_scale: float = 3.0, batch_size: int = 256, progress: bool = False,
+        **options: Any,
     ) -> np.ndarray:
         """Generate one image per caption: uint8 (B, H, W, 3). See :func:`fastattr.t2i.sample.ddim_sample`."""
         from .sample import ddim_sample
 
         return ddim_sample(
             self, captions, seed=seed, steps=steps, guidance_scale=guidance_scale,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, **options,
         )
 
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 __all__ = ["ddim_sample", "ddim_timesteps"]
 
 
-def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
-    """Evenly spaced timesteps from T−1 down to 0.
+def ddim_timesteps(num_train_timesteps: int, steps: int, start: int | None = None) -> list[int]:
+    """Evenly spaced timesteps from ``start`` (default T−1) down to 0.
 
     Example:
         >>> ddim_timesteps(1000, 4)
@@ -24,15 +24,24 @@ def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
     """
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}.")
-    grid = np.linspace(num_train_timesteps - 1, 0, steps)
+    first = num_train_timesteps - 1 if start is None else int(start)
+    if not 0 <= first < num_train_timesteps:
+        raise InputError(f"start must be in [0, {num_train_timesteps}), got {start}.")
+    grid = np.linspace(first, 0, steps)
     return [int(round(t)) for t in grid]
 
 
 def ddim_sample(
     model: "T2IModel", captions: Sequence[str], *, seed: int = 0, steps: int = 25,
     guidance_scale: float = 3.0, batch_size: int = 256, progress: bool = False,
+    guidance_rescale: float = 0.0, start_timestep: int | None = None,
 ) -> np.ndarray:
     """Generate uint8 (B, H, W, 3) images for ``captions`` with deterministic DDIM (η = 0).
+
+    ``guidance_rescale`` φ rescales the guided ε towards the conditional ε's standard deviation
+    (Lin et al. 2024, §3.4), which counters the colour over-saturation of strong guidance.
+    ``start_timestep`` starts the reverse process below T−1, where the cosine schedule's ᾱ is
+    ~1e-8 and an ε-prediction says nothing about the image.
 
     The start noise comes from one generator seeded with ``seed``, so the same captions and seed
     give the same images. Guidance: ε = ε_uncond + s (ε_cond − ε_uncond), with the empty
@@ -56,7 +65,7 @@ def ddim_sample(
     cond_all = model.encode_text(captions)
     uncond = model.encode_text([""])
     ac = model.alphas_cumprod
-    schedule = ddim_timesteps(model.num_train_timesteps, steps)
+    schedule = ddim_timesteps(model.num_train_timesteps, steps, start_timestep)
     unet = model.unet
     was_training = unet.training
     unet.eval()
@@ -81,6 +90,10 @@ def ddim_sample(
                     if guided:
                         eps_c, eps_u = eps.chunk(2)
                         eps = eps_u + guidance_scale * (eps_c - eps_u)
+                        if guidance_rescale > 0:
+                            dims = (1, 2, 3)
+                            ratio = eps_c.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)
+                            eps = guidance_rescale * eps * ratio + (1 - guidance_rescale) * eps
                     a_t = ac[t]
                     a_prev = ac[schedule[i + 1]] if i + 1 < len(schedule) else torch.tensor(1.0)
                     x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)

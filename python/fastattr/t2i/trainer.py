@@ -174,6 +174,8 @@ def train(
         timesteps = torch.randint(0, config.num_train_timesteps, (b,), generator=gen)
         noise = torch.randn((b, 3, h, w), generator=gen)
         drop = torch.rand(b, generator=gen) < config.caption_dropout
+        if config.offset_noise > 0:
+            noise = noise + config.offset_noise * torch.randn((b, 3, 1, 1), generator=gen)
         states = table[caption_rows[idx]].float()
         states[drop] = uncond[0]
         x = images[idx]
@@ -183,7 +185,11 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(config, step)
         with _autocast(config.precision):
-            value = loss(unet, x, states, timesteps, noise, ac).mean()
+            per_sample = loss(unet, x, states, timesteps, noise, ac)
+            if config.min_snr_gamma > 0:
+                snr = ac[timesteps] / (1 - ac[timesteps])
+                per_sample = per_sample * (snr.clamp(max=config.min_snr_gamma) / snr)
+            value = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
