@@ -125,7 +125,6 @@ def bundle() -> Path:
     """A complete bundle of the tiny world with the stand-in embedder."""
     from fastattr.index_cli import build_bundle
 
-    ensure_index()
     exported()
     return build_bundle(_ROOT / "bundle", embedder=_ROOT / "export", dataset=dataset(),
                         evaluation={"note": "stand-in"}, progress=False)
@@ -136,53 +135,3 @@ def copy_bundle(dest: Path) -> Path:
     shutil.copytree(bundle(), dest)
     return dest
 
-
-class _ReferenceIndex:
-    """Exact numpy top-k with the fastattr.index contract; used only until the native index is built."""
-
-    def __init__(self, path: str) -> None:
-        with np.load(path, allow_pickle=False) as data:
-            self.vectors, self.ids = data["vectors"], data["ids"]
-        self.dim = int(self.vectors.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def search_batch(self, queries: Any, k: int, *, exclude: Any = None, rerank: int = 4, threads: Any = None) -> Any:
-        scores = np.asarray(queries, np.float32) @ self.vectors.T
-        if exclude is not None:
-            scores[:, np.isin(self.ids, np.asarray(exclude, np.uint64))] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return self.ids[order], np.take_along_axis(scores, order, 1)
-
-    def search(self, query: Any, k: int, **kwargs: Any) -> Any:
-        ids, scores = self.search_batch(np.asarray(query)[None], k, **kwargs)
-        return ids[0], scores[0]
-
-
-def ensure_index() -> str:
-    """Use the native fastattr.index when importable, else install the numpy reference; returns which."""
-    import sys
-    import types
-
-    try:
-        import fastattr.index  # noqa: F401
-
-        if not getattr(sys.modules["fastattr.index"], "_IS_TEST_REFERENCE", False):
-            return "native"
-    except ImportError:
-        pass
-    module = types.ModuleType("fastattr.index")
-    module._IS_TEST_REFERENCE = True  # type: ignore[attr-defined]
-
-    def build(path: str, vectors: Any, ids: Any, *, rerank_vectors: bool = True) -> None:
-        with open(path, "wb") as handle:
-            np.savez(handle, vectors=np.asarray(vectors, np.float32), ids=np.asarray(ids, np.uint64))
-
-    module.build = build  # type: ignore[attr-defined]
-    module.open = _ReferenceIndex  # type: ignore[attr-defined]
-    sys.modules["fastattr.index"] = module
-    import fastattr
-
-    fastattr.index = module  # type: ignore[attr-defined]
-    return "reference"
