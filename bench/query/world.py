@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a trained embedded-world T2I model folder: run bench/teacher_speed.py on it now")
     group.add_argument("--teacher-dataset", default=None,
                        help="the dataset that model was trained on (default: the benchmark's demo-preset world)")
+    group.add_argument("--teacher-fisher", default=None,
+                       help="that model's fitted Fisher (else bench/teacher_speed.py fits one first)")
     group.add_argument("--teacher-queries", type=int, default=2, help="queries bench/teacher_speed.py times")
     group.add_argument("--demo-work", default=os.environ.get("FASTATTR_DEMO_WORK", str(_REPO / ".fastattr" / "demo")),
                        help="a `fastattr demo` work folder: its bundle and teacher timings are used when present")
@@ -42,21 +45,30 @@ def _teacher_figure(data: dict[str, Any], where: str) -> float:
 
 
 def _parse_json_output(text: str, where: str) -> dict[str, Any]:
-    """The JSON object a script printed (anything before its first '{' is ignored)."""
-    start = text.find("{")
-    if start < 0:
-        raise ValueError(f"{where} holds no JSON object")
-    return json.loads(text[start:])
+    """The last JSON object a script printed, starting at a line that opens with '{'.
+
+    Example:
+        >>> _parse_json_output('log line\\n{"a": 1}\\n', "x")
+        {'a': 1}
+    """
+    lines = text.splitlines()
+    for start in reversed([i for i, line in enumerate(lines) if line.startswith("{")]):
+        try:
+            value = json.loads("\n".join(lines[start:]))
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise ValueError(f"{where} holds no JSON object")
 
 
-def run_teacher_speed(model: str, dataset: str, *, queries: int, threads: int) -> dict[str, Any]:
+def run_teacher_speed(model: str, dataset: str, *, queries: int, threads: int, fisher: str | None = None) -> dict[str, Any]:
     """Run the teacher helper's bench/teacher_speed.py in a child process and return its JSON."""
-    import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "teacher_speed.py"
     cmd = [sys.executable, str(script), "--dataset", dataset, "--model", model, "--queries", str(queries),
-           "--threads", str(threads)]
+           "--threads", str(threads)] + (["--fisher", fisher] if fisher else [])
     print(f"[bench] teacher: {' '.join(cmd)}", flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return _parse_json_output(done.stdout, "bench/teacher_speed.py's output")
@@ -81,7 +93,12 @@ def teacher_seconds_per_query(args: argparse.Namespace) -> tuple[float | None, d
                                                                         "seconds_per_query")}}
     if args.teacher_model:
         dataset = args.teacher_dataset or str(Path(args.cache) / "world-2500-16" / "dataset")
-        data = run_teacher_speed(args.teacher_model, dataset, queries=args.teacher_queries, threads=args.threads)
+        try:
+            data = run_teacher_speed(args.teacher_model, dataset, queries=args.teacher_queries, threads=args.threads,
+                                     fisher=args.teacher_fisher)
+        except subprocess.CalledProcessError as exc:
+            # The student side is still worth reporting; the teacher's failure is recorded, not hidden.
+            return None, {"source": "bench/teacher_speed.py", "error": (exc.stderr or "")[-2000:]}
         return _teacher_figure(data, "bench/teacher_speed.py"), {"source": "bench/teacher_speed.py (run now)",
                                                                  "teacher": data}
     return None, {"source": None, "note": "no teacher figure: give --teacher-model, --teacher-json or --teacher-seconds"}
