@@ -80,7 +80,8 @@ def test_crash_keeps_the_last_checkpoint_and_resumes(
 
 
 def test_min_snr_and_offset_noise_change_training(tiny_world: Dataset, trained: Path, tmp_path: Path) -> None:
-    for name, change in [("snr", {"min_snr_gamma": 5.0}), ("offset", {"offset_noise": 0.1})]:
+    assert T2IConfig().min_snr_gamma == 5.0 and T2IConfig().offset_noise == 0.1
+    for name, change in [("snr", {"min_snr_gamma": 0.0}), ("offset", {"offset_noise": 0.0})]:
         train(tiny_world, tmp_path / name, T2IConfig.preset("tiny", **change), **_quiet())
         assert not _same(_weights(trained), _weights(tmp_path / name)), name
 
@@ -93,6 +94,8 @@ def test_bf16_precision_trains(tiny_world: Dataset, tmp_path: Path) -> None:
 def test_refusals(tiny_world: Dataset, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="expects 16x16"):
         train(tiny_world, tmp_path / "x", T2IConfig.preset("demo", steps=1), **_quiet())
+    with pytest.raises(CheckpointError, match="ema_decay is reserved"):
+        train(tiny_world, tmp_path / "x", T2IConfig.preset("tiny", ema_decay=0.9), **_quiet())
     with pytest.raises(CheckpointError, match="unknown precision"):
         train(tiny_world, tmp_path / "x", T2IConfig.preset("tiny", precision="fp8"), **_quiet())
     with pytest.raises(DatasetError, match="does not exist"):

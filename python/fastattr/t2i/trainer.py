@@ -119,6 +119,8 @@ def train(
         config = model.config
     else:
         model = T2IModel.create(config)
+    if config.ema_decay != 0:
+        raise CheckpointError("ema_decay is reserved and must be 0: weight averaging is not implemented.")
     h, w = ds.image_size
     if h != w or h != config.image_size:
         raise DatasetError(
