@@ -54,3 +54,13 @@ def test_plain_mlp_has_no_skip():
     head = Head(6, hidden=8, dim=4, skip=False)
     assert head.skip is None and head.config["skip"] is False
     head.init_projection(torch.randn(10, 6))  # a no-op without the skip path
+
+
+def test_image_weight_scales_the_parts():
+    head = Head(5, hidden=8, dim=4, image_dim=2, image_weight=0.0).eval()
+    a = torch.tensor([[1.0, 2.0, 0.3, 0.4, 0.5]])
+    b = torch.tensor([[-7.0, 9.0, 0.3, 0.4, 0.5]])
+    torch.testing.assert_close(head(a), head(b))  # weight 0: the image part is ignored
+    assert "part_scale" not in head.state_dict()  # rebuilt from the config, not stored
+    with pytest.raises(CheckpointError, match="image_weight"):
+        Head(5, image_dim=2, image_weight=1.5)

@@ -74,6 +74,8 @@ def test_regression_objective_trains_on_scores():
     head, log = train_head(feats, qid, iid, rank, score, np.arange(len(sources)), n_items=60, config=config,
                            progress=False)
     assert log["n_val_queries"] == 1 and log["history"]
+    # The image/text balance was chosen among the configured weights on the held-out query.
+    assert log["image_weight"] in config.image_weights and len(log["image_weight_val_map"]) == 5
     assert log["chosen"]["step"] in [h["step"] for h in log["history"]]
 
 

@@ -113,10 +113,12 @@ def load_student(path: str | Path) -> Student:
                                    max_length=txt["max_length"], source=txt["source"])
         head = Head(int(head_cfg["in_dim"]), hidden=int(head_cfg["hidden"]), dim=int(head_cfg["dim"]),
                     n_hidden=int(head_cfg["n_hidden"]), dropout=float(head_cfg["dropout"]),
-                    skip=bool(head_cfg.get("skip", False)))
+                    skip=bool(head_cfg.get("skip", False)), image_dim=head_cfg.get("image_dim"),
+                    image_weight=float(head_cfg.get("image_weight", 0.5)))
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{root / 'student.json'} lacks a field ({exc!r}); re-run `fastattr student train`.") from exc
-    if image_encoder.dim + text_encoder.dim != head.config["in_dim"]:
+    if image_encoder.dim + text_encoder.dim != head.config["in_dim"] or head.config["image_dim"] not in (
+            None, image_encoder.dim):
         raise CheckpointError(
             f"Student checkpoint {root}: encoders give {image_encoder.dim} + {text_encoder.dim} features "
             f"but the head expects {head.config['in_dim']}."

@@ -40,13 +40,24 @@ class Head(nn.Module):
     """
 
     def __init__(self, in_dim: int, *, hidden: int = 256, dim: int = 128, n_hidden: int = 3,
-                 dropout: float = 0.1, skip: bool = True, alpha: float = 10.0, beta: float = 0.0) -> None:
+                 dropout: float = 0.1, skip: bool = True, image_dim: int | None = None,
+                 image_weight: float = 0.5, alpha: float = 10.0, beta: float = 0.0) -> None:
         super().__init__()
         if min(in_dim, hidden, dim, n_hidden) < 1 or not 0.0 <= dropout < 1.0:
             raise CheckpointError(
                 f"Head sizes must be positive and dropout in [0, 1): in_dim={in_dim}, hidden={hidden}, "
                 f"dim={dim}, n_hidden={n_hidden}, dropout={dropout}."
             )
+        if image_dim is not None and not (0 <= image_dim <= in_dim and 0.0 <= image_weight <= 1.0):
+            raise CheckpointError(f"image_dim {image_dim} must lie in [0, {in_dim}] and image_weight "
+                                  f"{image_weight} in [0, 1].")
+        # Relative weight of the image and text parts of f (0.5 = the plain concatenation). It is
+        # chosen on held-out queries before training (train_head), not learned by gradient.
+        scale = torch.ones(in_dim)
+        if image_dim is not None:
+            scale[:image_dim] = 2.0 * image_weight
+            scale[image_dim:] = 2.0 * (1.0 - image_weight)
+        self.register_buffer("part_scale", scale, persistent=False)  # rebuilt from the config
         layers: list[Any] = []
         width = in_dim
         for _ in range(n_hidden):
@@ -66,13 +77,15 @@ class Head(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.beta = nn.Parameter(torch.tensor(float(beta)))
         self.config = {"in_dim": int(in_dim), "hidden": int(hidden), "dim": int(dim),
-                       "n_hidden": int(n_hidden), "dropout": float(dropout), "skip": bool(skip)}
+                       "n_hidden": int(n_hidden), "dropout": float(dropout), "skip": bool(skip),
+                       "image_dim": None if image_dim is None else int(image_dim), "image_weight": float(image_weight)}
 
     @property
     def dim(self) -> int:
         return int(self.config["dim"])
 
     def forward(self, features: Any) -> Any:
+        features = features * self.part_scale
         out = self.mlp(features)
         if self.skip is not None:
             out = out + self.skip(features)
@@ -87,6 +100,7 @@ class Head(nn.Module):
         if self.skip is None:
             return
         with torch.no_grad():
+            features = features * self.part_scale
             centred = features - features.mean(0, keepdim=True)
             _, _, vh = torch.linalg.svd(centred, full_matrices=False)
             k = min(self.dim, vh.shape[0])

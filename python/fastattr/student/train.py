@@ -34,6 +34,7 @@ class TrainConfig:
     n_hidden: int = 3
     dropout: float = 0.1
     skip: bool = True
+    image_weights: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 4096
@@ -155,9 +156,27 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
     objective = config.objective
     sampler = PairSampler(query_id[fit], item_id[fit], rank[fit], tau[fit], n_items=n_items,
                           p_negative=config.p_negative if objective == "rank" else 0.0, seed=config.seed)
-    head = Head(fq.shape[1], hidden=config.hidden, dim=config.dim, n_hidden=config.n_hidden, dropout=config.dropout,
-                skip=config.skip)
-    head.init_projection(fx)
+    image_dim = features.query_image.shape[1]
+
+    def new_head(image_weight: float) -> Head:
+        torch.manual_seed(config.seed)
+        h = Head(fq.shape[1], hidden=config.hidden, dim=config.dim, n_hidden=config.n_hidden,
+                 dropout=config.dropout, skip=config.skip, image_dim=image_dim, image_weight=image_weight)
+        h.init_projection(fx)
+        return h
+
+    # The image/text balance is picked on the held-out queries before training: the paper's
+    # thousands of queries let g learn it; with a few hundred, a bad start (e.g. an image
+    # encoder that does not see what the teacher sees) costs most of the training budget.
+    weights = list(config.image_weights) if val.any() else [0.5]
+    val_y0 = rank_labels(rank, query_id)[val]
+    starts = {}
+    for w in weights:
+        candidate = new_head(w)
+        starts[w] = _validate(candidate, fq, fx, query_id[val], item_id[val], val_y0, np.zeros(int(val.sum()), np.float32),
+                              "rank")["map"] if val.any() else 0.0
+    image_weight = max(weights, key=lambda w: (starts[w], -abs(w - 0.5)))
+    head = new_head(image_weight)
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     val_y = rank_labels(rank, query_id)[val]
@@ -215,5 +234,6 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
     log = {"config": asdict(config), "seconds": seconds, "steps": step, "first_train_loss": first_loss,
            "last_train_loss": last_loss, "chosen": chosen, "history": history,
            "n_fit_queries": int(len(fit_q)), "n_val_queries": int(len(val_q)), "n_fit_pairs": int(fit.sum()),
-           "tau_mean": tau_mean, "tau_std": tau_std, "threads": torch.get_num_threads()}
+           "tau_mean": tau_mean, "tau_std": tau_std, "threads": torch.get_num_threads(),
+           "image_weight": image_weight, "image_weight_val_map": {str(k): v for k, v in starts.items()}}
     return head, log
