@@ -20,7 +20,7 @@ from .generate import (
     sample_attributes,
 )
 from .palette import BACKGROUND_COLOURS, SHAPE_COLOURS, SHAPES, caption_for, is_held_out
-from .render import render
+from .raster import render
 
 __all__ = [
     "BACKGROUND_COLOURS",

@@ -21,7 +21,7 @@ def read_colours(images: np.ndarray) -> list[tuple[str, str | None]]:
     foreground colour is the most frequent shape-palette colour (None if no pixel has one).
 
     Example:
-        >>> from fastattr.world.render import render
+        >>> from fastattr.world.raster import render
         >>> img = render({"background": "grey", "shapes": [{"shape": "circle", "colour": "red",
         ...     "size": "large", "position": "center", "texture": "plain"}]}, 16)
         >>> read_colours(img[None])

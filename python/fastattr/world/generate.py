@@ -20,7 +20,7 @@ from .palette import (
     caption_for,
     is_held_out,
 )
-from .render import render
+from .raster import render
 
 __all__ = [
     "sample_attributes", "generate", "make_world", "held_out_captions", "held_out_attributes", "PRESETS",

@@ -1,11 +1,11 @@
-"""Tests for world/render.py: antialiased rasterization of attributes."""
+"""Tests for world/raster.py: antialiased rasterization of attributes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fastattr.world.render import render
+from fastattr.world.raster import render
 
 
 def _item(shape: str = "circle", texture: str = "plain", size: str = "large") -> dict:

@@ -61,8 +61,8 @@ def render(attributes: Mapping[str, Any], image_size: int) -> np.ndarray:
     Example:
         >>> img = render({"background": "grey", "shapes": [{"shape": "circle", "colour": "red",
         ...     "size": "large", "position": "center", "texture": "plain"}]}, 16)
-        >>> img.shape, img.dtype, tuple(img[8, 8])
-        ((16, 16, 3), dtype('uint8'), (220, 30, 30))
+        >>> img.shape, img.dtype, img[8, 8].tolist()
+        ((16, 16, 3), dtype('uint8'), [220, 30, 30])
     """
     side = image_size * SUPERSAMPLE
     x, y = _grid(side)
