@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                          "via": "fastattr.export.export_embedder"}
     for n_items in args.sizes:
         measure_size(results, exported, spec, n_items, args)
-    results["embedded_world"] = world_bench.measure(results, args)
+    try:
+        results["embedded_world"] = world_bench.measure(results, args)
+    except Exception as exc:  # noqa: BLE001 - a world failure must not lose the real-size figures above
+        results["embedded_world"] = {"error": f"{type(exc).__name__}: {exc}"}
     results["notes"] += [
         "Real-size embedder: random weights; ViT-B/16 224 px (ViTConfig defaults) read at CLS + CLIP ViT-B/32 text "
         "tower (CLIPTextConfig defaults, pooled) + MLP 1280→768 (3 hidden layers, ReLU, dropout 0.1), L2-normalized, "

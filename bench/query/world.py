@@ -110,7 +110,7 @@ def world_query(image_size: tuple[int, int], *, seed: int = 0) -> tuple[bytes, s
 
     from fastattr.world.generate import held_out_attributes
     from fastattr.world.palette import caption_for
-    from fastattr.world.render import render
+    from fastattr.world.raster import render
 
     attributes = held_out_attributes(1, seed=seed)[0]
     rgb = render(attributes, image_size[0])
