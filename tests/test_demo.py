@@ -27,6 +27,9 @@ def test_work_folder_guards(tmp_path):
     assert (other / "thesis.tex").exists()
     with pytest.raises(InputError, match="unknown demo preset"):
         run_demo(tmp_path / "w2", preset="huge")
+    with pytest.raises(InputError, match="threads must be at least 1"):
+        run_demo(tmp_path / "w3", preset="tiny", threads=0)
+    assert not (tmp_path / "w3").exists()
 
 
 def test_map_table_puts_the_student_first():

@@ -80,6 +80,7 @@ def run_demo(
     k: int = 10,
     html: str | os.PathLike[str] | None = None,
     workers: int = 2,
+    threads: int | None = None,
     fresh: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -101,6 +102,14 @@ def run_demo(
             hf_logging.disable_progress_bar()
         except ImportError:
             pass
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
+        import torch
+
+        # On a CPU shared with other jobs, torch threads that wait for each other were measured
+        # up to 14x slower than one thread; --threads 1 is the remedy there.
+        torch.set_num_threads(threads)
     work = Path(work)
     _check_work(work, preset, fresh)
     paths = {name: work / name for name in ("world", "t2i", "teacher", "student", "eval", "export", "bundle")}
@@ -130,7 +139,7 @@ def run_demo(
     state = paths["t2i"] / "train_state.json"
     t2i_done = state.is_file() and json.loads(state.read_text()).get("step", 0) >= t2i_config.steps
     stage("t2i", t2i_done, lambda: train(paths["world"], paths["t2i"], t2i_config, resume=True,
-                                         progress=progress, log=log))
+                                         threads=threads, progress=progress, log=log))
 
     from .teacher.curate import CurationConfig
     from .teacher.pipeline import curate_folders
@@ -244,7 +253,7 @@ def _attribute(work: Path, paths: dict[str, Path], results: dict[str, Any], teac
 
 def _run(args: argparse.Namespace) -> int:
     summary = run_demo(args.work, preset=args.preset, prompt=args.prompt, seed=args.seed, k=args.k, html=args.html,
-                       workers=args.workers, fresh=args.fresh, progress=not args.quiet)
+                       workers=args.workers, threads=args.threads, fresh=args.fresh, progress=not args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
@@ -264,6 +273,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-k", type=int, default=10, help="training items to show")
     parser.add_argument("--html", default=None, help="report path (default WORK/report.html)")
     parser.add_argument("--workers", type=int, default=2, help="teacher worker processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for training stages (default: all cores; 1 on a busy machine)")
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
