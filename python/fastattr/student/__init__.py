@@ -10,8 +10,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fastattr._lazy import lazy_exports
 
 __all__ = [
     "EmbedderSpec",
@@ -34,22 +33,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "EmbedderSpec": "spec", "preprocess_images": "spec", "tokenize": "spec",
-    "load_embedder": "embedder", "load_student": "embedder", "save_student": "embedder",
-    "train_student": "pipeline", "evaluate_student": "evaluate", "TrainConfig": "train", "train_head": "train",
-    "average_precision": "metrics", "cutoffs": "metrics", "map_at": "metrics", "mean_se": "metrics",
-    "load_image_encoder": "encoders", "load_text_encoder": "encoders", "pretrain_image_encoder": "pretrain",
+    "EmbedderSpec": ".spec", "preprocess_images": ".spec", "tokenize": ".spec",
+    "load_embedder": ".embedder", "load_student": ".embedder", "save_student": ".embedder",
+    "train_student": ".pipeline", "evaluate_student": ".evaluate", "TrainConfig": ".train", "train_head": ".train",
+    "average_precision": ".metrics", "cutoffs": ".metrics", "map_at": ".metrics", "mean_se": ".metrics",
+    "load_image_encoder": ".encoders", "load_text_encoder": ".encoders", "pretrain_image_encoder": ".pretrain",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastattr.student' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__, globals())

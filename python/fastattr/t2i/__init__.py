@@ -12,8 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fastattr._lazy import lazy_exports
 
 __all__ = [
     "T2IConfig",
@@ -33,20 +32,9 @@ _LAZY = {
     "loss": "fastattr.t2i.model",
     "save_model": "fastattr.t2i.model",
     "to_model_input": "fastattr.t2i.model",
-    "sample_images": "fastattr.t2i.sample",
+    "sample_images": "fastattr.t2i.sample:ddim_sample",
     "train": "fastattr.t2i.trainer",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastattr.t2i' has no attribute {name!r}")
-    attr = "ddim_sample" if name == "sample_images" else name
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__, globals())
