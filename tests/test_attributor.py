@@ -1,4 +1,4 @@
-"""Tests of fastattr.Attributor: end-to-end queries, agreement with torch, devices, bad inputs, threads."""
+"""Tests of fastattr.Attributor: end-to-end queries, agreement with torch, devices, bad inputs, threads, timings."""
 
 from __future__ import annotations
 
@@ -192,3 +192,62 @@ def test_index_and_manifest_disagree(tmp_path):
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="the manifest says"):
         fastattr.Attributor.load(root)
+
+
+def test_embed_is_preprocess_images_then_the_session(attributor):
+    """embed() runs decode and resize/normalize as separate steps; the vectors stay bit-identical."""
+    from fastattr.preprocess import Tokenizer, preprocess_images
+
+    data = kit.dataset()
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(3)] + [data.images[5]]
+    prompts = [data.captions[i] for i in range(4)]
+    spec = attributor.bundle.spec
+    tokenizer = Tokenizer.from_file(attributor.bundle.file("tokenizer"), max_length=spec.max_length)
+    input_ids, attention_mask = tokenizer(prompts)
+    feed = {"pixel_values": preprocess_images(images, spec), "input_ids": input_ids, "attention_mask": attention_mask}
+    expected = attributor._session.run(None, feed)[0].astype(np.float32)
+    np.testing.assert_array_equal(attributor.embed(images, prompts), expected)
+
+
+def _check_timings(timings):
+    stages = fastattr.Attributor.STAGES
+    assert set(timings) == set(stages) | {"total"}
+    assert all(isinstance(v, float) and v >= 0.0 for v in timings.values()), timings
+    # Stages are disjoint slices of the call, so together they cannot exceed it.
+    assert sum(timings[s] for s in stages) <= timings["total"] + 1e-6, timings
+    assert timings["forward"] > 0.0 and timings["total"] > 0.0
+
+
+def test_query_timings(attributor):
+    data = kit.dataset()
+    timings: dict[str, float] = {}
+    with_t = attributor.query(data.images[3], data.captions[3], k=5, exclude=[1], timings=timings)
+    _check_timings(timings)
+    assert with_t == attributor.query(data.images[3], data.captions[3], k=5, exclude=[1])
+    assert fastattr.Attributor.STAGES == ("decode", "preprocess", "tokenize", "forward", "search", "assemble")
+
+
+def test_query_batch_timings_and_other_mappings(attributor):
+    from collections import OrderedDict
+
+    data = kit.dataset()
+    images, prompts = [data.images[0], data.images[9]], [data.captions[0], data.captions[9]]
+    timings = OrderedDict(keep="me")  # any MutableMapping; unrelated keys are left alone
+    batch = attributor.query_batch(images, prompts, k=3, timings=timings)
+    assert timings.pop("keep") == "me"
+    _check_timings(dict(timings))
+    assert batch == attributor.query_batch(images, prompts, k=3)
+    # Nothing left to return after the exclusions: search and assemble are skipped and report 0.
+    empty: dict[str, float] = {}
+    assert attributor.query(data.images[0], data.captions[0], exclude=data.item_ids, timings=empty) == []
+    assert (empty["search"], empty["assemble"]) == (0.0, 0.0) and empty["forward"] > 0
+
+
+@pytest.mark.parametrize("bad", [[], "decode", 1.0, (("decode", 0.0),)])
+def test_bad_timings(attributor, bad):
+    data = kit.dataset()
+    with pytest.raises(InputError, match="timings must be None or a dict"):
+        attributor.query(data.images[0], data.captions[0], timings=bad)
+    with pytest.raises(InputError, match=f"got {type(bad).__name__}"):
+        attributor.query_batch([data.images[0]], [data.captions[0]], timings=bad)

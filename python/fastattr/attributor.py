@@ -6,7 +6,9 @@ Runtime path only: numpy, onnxruntime, tokenizers, Pillow and fastattr.index; ne
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,14 +16,44 @@ import numpy as np
 
 from .bundle import Bundle, Items, open_bundle
 from .errors import BundleError, DeviceError, InputError
-from .preprocess import ImageLike, Tokenizer, preprocess_images
+from .preprocess import ImageLike, Tokenizer, normalize, resize_rgb, to_rgb_uint8
 from .results import Attribution
 
-__all__ = ["Attributor"]
+__all__ = ["Attributor", "STAGES"]
 
 _DEVICES = ("auto", "cuda", "cpu")
 _VARIANTS = {"fp32": "embedder", "fp16": "embedder_fp16", "int8": "embedder_int8"}
 _EMBED_BATCH = 64
+# The stages a ``timings`` dict receives, in the order a query runs them; "total" is added beside them.
+STAGES = ("decode", "preprocess", "tokenize", "forward", "search", "assemble")
+
+
+class _Laps:
+    """Accumulates seconds per stage into a caller's mapping; only built when timings were asked for."""
+
+    __slots__ = ("out", "last")
+
+    def __init__(self, out: MutableMapping[str, float]) -> None:
+        self.out = out
+        for name in STAGES:
+            out[name] = 0.0
+        self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.out[name] += now - self.last
+        self.last = now
+
+
+def _check_timings(timings: Any) -> None:
+    if timings is not None and not isinstance(timings, MutableMapping):
+        raise InputError(
+            f"timings must be None or a dict (any MutableMapping) to fill with seconds per stage, "
+            f"got {type(timings).__name__}"
+        )
 
 
 def _check_k(k: Any) -> int:
@@ -75,6 +107,9 @@ class Attributor:
         >>> for hit in attributor.query("generated.png", "a red square on grey", k=5):  # doctest: +SKIP
         ...     print(hit.rank, hit.item_id, f"{hit.score:.3f}", hit.caption)
     """
+
+    #: The per-stage keys a ``timings`` dict receives (plus "total"), in the order a query runs them.
+    STAGES: tuple[str, ...] = STAGES
 
     def __init__(self, bundle: Bundle, session: Any, index: Any, items: Items, threads: int | None) -> None:
         self.bundle = bundle
@@ -153,22 +188,46 @@ class Attributor:
 
         Raises:
             InputError: undecodable/empty image, empty prompt, or mismatched counts.
+
+        Example:
+            >>> attributor.embed("generated.png", "a red square on grey").shape  # doctest: +SKIP
+            (1, 64)
         """
+        return self._embed(images, prompts, None)
+
+    def _embed(self, images: Any, prompts: Any, laps: _Laps | None) -> np.ndarray:
         if isinstance(prompts, str):
             images, prompts = [images], [prompts]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
-        images, prompts = list(images), list(prompts)  # type: ignore[arg-type]
+        images, prompts = list(images), list(prompts)
         if len(images) != len(prompts):
             raise InputError(f"got {len(images)} images and {len(prompts)} prompts; pass one prompt per image")
         if not images:
             raise InputError("no images given; pass at least one (image, prompt) pair")
+        spec = self.bundle.spec
+        many = len(images) > 1
         outs = []
+        # The steps of fastattr.preprocess.preprocess_images, run one by one so each can be timed;
+        # the arithmetic is the same calls in the same order, so the vectors are bit-identical.
         for start in range(0, len(images), _EMBED_BATCH):
-            pixel_values = preprocess_images(images[start:start + _EMBED_BATCH], self.bundle.spec)
-            input_ids, attention_mask = self._tokenizer(prompts[start:start + _EMBED_BATCH])
+            stop = start + _EMBED_BATCH
+            if laps is not None:
+                laps.restart()
+            rgb = [to_rgb_uint8(img, where=f"image {start + i}" if many else "image")
+                   for i, img in enumerate(images[start:stop])]
+            if laps is not None:
+                laps("decode")
+            pixel_values = normalize(np.stack([resize_rgb(x, spec.size, spec.resize) for x in rgb]), spec.mean, spec.std)
+            if laps is not None:
+                laps("preprocess")
+            input_ids, attention_mask = self._tokenizer(prompts[start:stop])
+            if laps is not None:
+                laps("tokenize")
             feed = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
             outs.append(self._session.run(None, feed)[0])
+            if laps is not None:
+                laps("forward")
         return np.ascontiguousarray(np.concatenate(outs).astype(np.float32, copy=False))
 
     def _exclude(self, exclude: Iterable[int] | None) -> tuple[np.ndarray | None, int]:
@@ -188,7 +247,15 @@ class Attributor:
             out.append(Attribution(len(out), int(item_id), float(score), self._items.captions[row], self._items.uris[row]))
         return out
 
-    def query(self, image: ImageLike, prompt: str, *, k: int = 10, exclude: Iterable[int] | None = None) -> list[Attribution]:
+    def query(
+        self,
+        image: ImageLike,
+        prompt: str,
+        *,
+        k: int = 10,
+        exclude: Iterable[int] | None = None,
+        timings: MutableMapping[str, float] | None = None,
+    ) -> list[Attribution]:
         """The k training items that most influenced ``image`` generated from ``prompt``, best first.
 
         Args:
@@ -196,12 +263,23 @@ class Attributor:
             prompt: the generation prompt; longer than the tokenizer's max_length is truncated.
             k: number of results, at least 1; larger than the index gives every item.
             exclude: item ids never to return (opt-outs); unknown ids are ignored.
+            timings: a dict to fill with the seconds (``time.perf_counter``) this call spent per
+                stage: "decode" (image → RGB uint8), "preprocess" (resize + normalize), "tokenize",
+                "forward" (ONNX Runtime), "search" (index), "assemble" (result objects) and "total"
+                (the whole call; the stages sum to a little less). Existing keys are overwritten,
+                others left alone; if the call raises, the contents are undefined. None (default)
+                times nothing.
 
         Raises:
-            InputError: bad image, empty prompt, k < 1, or a bad exclude list.
+            InputError: bad image, empty prompt, k < 1, a bad exclude list, or timings not a dict.
+
+        Example:
+            >>> timings = {}
+            >>> hits = attributor.query("generated.png", "a red square", k=5, timings=timings)  # doctest: +SKIP
+            >>> print({stage: f"{seconds * 1e3:.2f} ms" for stage, seconds in timings.items()})  # doctest: +SKIP
         """
         k = _check_k(k)
-        return self.query_batch([image], [prompt], k=k, exclude=exclude)[0]
+        return self.query_batch([image], [prompt], k=k, exclude=exclude, timings=timings)[0]
 
     def query_batch(
         self,
@@ -210,22 +288,38 @@ class Attributor:
         *,
         k: int = 10,
         exclude: Iterable[int] | None = None,
+        timings: MutableMapping[str, float] | None = None,
     ) -> list[list[Attribution]]:
         """:meth:`query` for a batch of (image, prompt) pairs; one result list per pair.
+
+        ``timings`` (see :meth:`query`) then holds the seconds of the whole batch per stage.
 
         Example:
             >>> attributor.query_batch([img_a, img_b], ["a red square", "a blue disc"], k=3)  # doctest: +SKIP
         """
+        started = time.perf_counter()
+        _check_timings(timings)
         k = _check_k(k)
         if isinstance(prompts, str):
             raise InputError("query_batch takes a list of prompts; use query() for a single pair")
+        laps = None if timings is None else _Laps(timings)
         excluded, n_present = self._exclude(exclude)
-        vectors = self.embed(images, prompts)
+        vectors = self._embed(images, prompts, laps)
         k_eff = min(k, len(self._items) - n_present)
         if k_eff <= 0:
-            return [[] for _ in range(len(vectors))]
-        ids, scores = self._index.search_batch(vectors, k_eff, exclude=excluded, threads=self._threads)
-        return [self._to_results(ids[row], scores[row]) for row in range(len(vectors))]
+            out: list[list[Attribution]] = [[] for _ in range(len(vectors))]
+        else:
+            if laps is not None:
+                laps.restart()
+            ids, scores = self._index.search_batch(vectors, k_eff, exclude=excluded, threads=self._threads)
+            if laps is not None:
+                laps("search")
+            out = [self._to_results(ids[row], scores[row]) for row in range(len(vectors))]
+            if laps is not None:
+                laps("assemble")
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+        return out
 
     def __repr__(self) -> str:
         return f"Attributor({str(self.bundle.root)!r}, items={len(self)}, dim={self.dim}, device={self.device!r})"
