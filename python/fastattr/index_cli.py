@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ._atomic import atomic_dir, atomic_open
 from .bundle import open_bundle, write_manifest
-from .errors import CheckpointError, DatasetError
+from .errors import CheckpointError, DatasetError, InputError
 from .preprocess import PreprocessSpec, Tokenizer, normalize, resize_rgb
 
 __all__ = ["build_bundle", "embed_items", "register"]
@@ -79,6 +79,59 @@ def _thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(img)
 
 
+_NORM_TOLERANCE = 1e-3  # the embedder L2-normalizes in fp32; float32 rows of other origin may drift a little
+
+
+def _check_chunk(chunk: Any, start: int, dim: int, where: str) -> np.ndarray:
+    """One block of supplied item vectors, validated: float32, 2-D with ``dim`` columns, finite, unit rows."""
+    if not isinstance(chunk, np.ndarray):
+        raise InputError(f"{where} must be a numpy float32 array, got {type(chunk).__name__}")
+    if chunk.dtype != np.float32:
+        raise InputError(f"{where} has dtype {chunk.dtype}; pass float32 (e.g. vectors.astype(np.float32))")
+    if chunk.ndim != 2 or chunk.shape[1] != dim:
+        raise InputError(f"{where} has shape {chunk.shape}; expected (rows, {dim}) to match the embedder's output dim {dim}")
+    finite = np.isfinite(chunk).all(axis=1)
+    if not finite.all():
+        row = start + int(np.argmin(finite))
+        raise InputError(f"{where}: row {row} holds NaN or infinite values; every item vector must be finite")
+    norms = np.linalg.norm(chunk, axis=1)
+    off = np.abs(norms - 1.0) > _NORM_TOLERANCE
+    if off.any():
+        row = int(np.argmax(off))
+        raise InputError(
+            f"{where}: row {start + row} has L2 norm {norms[row]:.6g}; item vectors must be L2-normalized like the "
+            "embedder's output (divide each row by its norm)"
+        )
+    return chunk
+
+
+def _supplied_chunks(vectors: Any, n_items: int, dim: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first row, block) of caller-supplied vectors; InputError as soon as a block is wrong."""
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim != 2 or vectors.shape[0] != n_items:
+            raise InputError(
+                f"vectors has shape {vectors.shape}; expected ({n_items}, {dim}): one row per dataset item, in dataset order"
+            )
+        blocks: Iterable[Any] = (vectors[i:i + 65_536] for i in range(0, n_items, 65_536))
+        where = "vectors"
+    elif isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+        raise InputError(
+            f"vectors must be a float32 ({n_items}, {dim}) array or an iterable of float32 (rows, {dim}) blocks, "
+            f"got {type(vectors).__name__}"
+        )
+    else:
+        blocks, where = vectors, "vectors block"
+    start = 0
+    for block in blocks:
+        block = _check_chunk(block, start, dim, where if where == "vectors" else f"{where} at row {start}")
+        if start + len(block) > n_items:
+            raise InputError(f"vectors supply more than {n_items} rows; the dataset has {n_items} items")
+        yield start, block
+        start += len(block)
+    if start != n_items:
+        raise InputError(f"vectors supply {start} rows; the dataset has {n_items} items (one row per item, in order)")
+
+
 def build_bundle(
     out: str | os.PathLike[str],
     *,
@@ -90,6 +143,8 @@ def build_bundle(
     provenance: Mapping[str, Any] | None = None,
     threads: int | None = None,
     progress: bool = True,
+    vectors: np.ndarray | Iterable[np.ndarray] | None = None,
+    variants: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write a complete bundle for ``dataset`` with the exported ``embedder``; atomic.
 
@@ -102,12 +157,25 @@ def build_bundle(
         evaluation: figures to record (e.g. the student's mAP table).
         provenance: anything else worth recording (teacher, student, world settings).
         threads: ONNX Runtime threads.
+        vectors: precomputed item vectors to index instead of embedding every item with the
+            ONNX model: float32 (N, dim) with one L2-normalized row per dataset item in dataset
+            order (N = the dataset's item count, dim = the embedder's output), or an iterable of
+            float32 (rows, dim) blocks in that order (for indexes too big to hold in memory).
+            They must come from the same embedder, or queries will rank nonsense. The manifest's
+            ``provenance.item_vectors`` records whether the vectors were embedded or supplied.
+        variants: extra embedder files by role (e.g. ``{"embedder_fp16": "model.fp16.onnx"}``)
+            beyond those in the export folder; each role must start with "embedder_".
 
     Returns:
         The bundle folder, verified by opening it.
 
+    Raises:
+        InputError: ``vectors`` has the wrong dtype, shape or row count, non-finite or
+            non-unit rows; or a ``variants`` entry has a bad role or no file.
+
     Example:
         >>> build_bundle("bundles/shapes", embedder="runs/export", dataset="runs/world")  # doctest: +SKIP
+        >>> build_bundle("bundles/big", embedder="runs/export", dataset=big, vectors=precomputed)  # doctest: +SKIP
     """
     from . import index as index_module
     from .export import load_export
@@ -121,18 +189,42 @@ def build_bundle(
     captions = list(data.captions)
     ids = np.asarray(data.item_ids, dtype=np.uint64)
     uris = list(data.uris) if getattr(data, "uris", None) else [None] * n_items
-    vectors = embed_items(exported.onnx_path, exported.spec, exported.tokenizer_path, data.images, captions,
-                          batch_size=batch_size, threads=threads, progress=progress)
-    if vectors.shape != (n_items, exported.dim):
-        raise CheckpointError(f"embedder returned {vectors.shape}, expected ({n_items}, {exported.dim})")
+    extra = {role: (path, path.name) for role, path in exported.variants().items()}
+    for role, path in (variants or {}).items():
+        if not isinstance(role, str) or not role.startswith("embedder_") or not Path(path).is_file():
+            raise InputError(f"variants[{role!r}] = {str(path)!r}: roles must start with 'embedder_' and name an existing file")
+        extra[role] = (Path(path), role.replace("_", ".", 1) + ".onnx")  # embedder_fp16 -> embedder.fp16.onnx
+    if vectors is None:
+        embedded = embed_items(exported.onnx_path, exported.spec, exported.tokenizer_path, data.images, captions,
+                               batch_size=batch_size, threads=threads, progress=progress)
+        if embedded.shape != (n_items, exported.dim):
+            raise CheckpointError(f"embedder returned {embedded.shape}, expected ({n_items}, {exported.dim})")
+        item_vectors = {"source": "embedder"}
+    else:
+        # Validate the array's shape now, before anything is written; blocks are checked as they stream.
+        chunks = _supplied_chunks(vectors, n_items, exported.dim)
+        item_vectors = {"source": "supplied", "note": "passed to build_bundle(vectors=...), not embedded here",
+                        "rows": n_items, "dim": exported.dim}
+        if isinstance(vectors, np.ndarray):
+            chunks = iter(list(chunks))
     with atomic_dir(out) as tmp:
         roles = {"embedder": "embedder.onnx", "tokenizer": "tokenizer.json", "index": "index.fai", "items": "items.jsonl"}
         shutil.copyfile(exported.onnx_path, tmp / "embedder.onnx")
         shutil.copyfile(exported.tokenizer_path, tmp / "tokenizer.json")
-        for role, path in exported.variants().items():
-            shutil.copyfile(path, tmp / path.name)
-            roles[role] = path.name
-        index_module.build(str(tmp / "index.fai"), vectors, ids)
+        for role, (path, name) in extra.items():
+            shutil.copyfile(path, tmp / name)
+            roles[role] = name
+        if vectors is None:
+            index_module.build(str(tmp / "index.fai"), embedded, ids)
+        else:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_items, desc="indexing supplied vectors", unit="item", disable=not progress)
+            with index_module.IndexWriter(str(tmp / "index.fai"), exported.dim) as writer:
+                for start, chunk in chunks:
+                    writer.append(chunk, ids[start:start + len(chunk)])
+                    bar.update(len(chunk))
+            bar.close()
         with atomic_open(tmp / "items.jsonl", "w") as handle:
             for row in range(n_items):
                 record = {"item_id": int(ids[row]), "caption": captions[row], "uri": uris[row],
@@ -155,6 +247,7 @@ def build_bundle(
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "fastattr_version": __version__,
                 "embedder": exported.info.get("source", {}),
+                "item_vectors": item_vectors,
                 "dataset": {"path": str(getattr(data, "path", "") or ""), **dict(getattr(data, "meta", {}) or {})},
                 **dict(provenance or {}),
             },
