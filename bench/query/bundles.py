@@ -2,9 +2,10 @@
 
 Embedding 118,287 or 1,000,000 items with a ViT-B/16 on two cores would take hours and measure
 nothing the query path depends on, so the index holds seeded random unit vectors (the brief
-allows it) and the bundle is assembled with the SDK's own pieces: ``fastattr.export``'s
-``export_embedder`` (parity-checked fp32 and int8 graphs), ``fastattr.index``'s writer and
-``fastattr.bundle.write_manifest``. The reference path regenerates the same vectors as fp32.
+allows it). The embedder is exported with ``fastattr.export.export_embedder`` (parity-checked fp32
+and int8 graphs) and the bundle is written by the public ``fastattr.index_cli.build_bundle`` with
+``vectors=`` (streamed in blocks, so 1,000,000 × 768 never sits in memory at once); its manifest
+records that the item vectors were supplied. The reference path regenerates the same vectors as fp32.
 
 Example:
     >>> exported = export_realsize("cache/export", RealSizeSpec.tiny())  # doctest: +SKIP
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,10 +23,9 @@ import numpy as np
 
 from .realsize import RealSizeSpec, build_embedder, minilm_tokenizer_path, weights_digest
 
-__all__ = ["export_realsize", "random_unit_chunks", "random_vectors", "random_bundle"]
+__all__ = ["export_realsize", "random_unit_chunks", "random_vectors", "placeholder_items", "random_bundle"]
 
 _CHUNK_ROWS = 65_536
-VARIANT_NAMES = {"embedder_fp16": "embedder.fp16.onnx", "embedder_int8": "embedder.int8.onnx"}
 _SPEC_FILE = "realsize_spec.json"
 
 
@@ -88,12 +87,20 @@ def random_vectors(n_items: int, dim: int, *, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # Several bundles share one 600 MB embedder: a hard link costs no disk and no copy time.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def placeholder_items(n_items: int) -> Any:
+    """A ``fastattr.world.Dataset`` of ``n_items`` items with ids 0..n-1 and placeholder captions.
+
+    Its images are 1×1 black pixels: with supplied vectors and no thumbnails ``build_bundle``
+    never looks at them, and ``np.zeros`` costs no memory until written.
+
+    Example:
+        >>> len(placeholder_items(3)), placeholder_items(3).captions[2]
+        (3, 'training item 2')
+    """
+    from fastattr.world import Dataset
+
+    return Dataset(images=np.zeros((n_items, 1, 1, 3), np.uint8), captions=[f"training item {i}" for i in range(n_items)],
+                   item_ids=np.arange(n_items, dtype=np.uint64), attributes=[{} for _ in range(n_items)])
 
 
 def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: int, seed: int = 0,
@@ -102,41 +109,21 @@ def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: in
 
     Item ids are 0..n_items-1; captions are placeholders. ``extra_variants`` adds embedder files
     by role (e.g. ``{"embedder_fp16": path}``). Reuses ``out_dir`` if it already holds a bundle of
-    the same size, seed, variants and embedder file.
+    the same size, seed, variants and embedder file, built this way.
     """
-    variants = {**exported.variants(), **{k: Path(v) for k, v in (extra_variants or {}).items()}}
-    from tqdm.auto import tqdm
+    from fastattr.bundle import MANIFEST
+    from fastattr.index_cli import build_bundle
 
-    from fastattr import index as index_module
-    from fastattr._atomic import atomic_dir, atomic_open
-    from fastattr.bundle import MANIFEST, write_manifest
-
+    variants = {k: Path(v) for k, v in (extra_variants or {}).items()}
     out = Path(out_dir)
-    onnx_bytes = exported.onnx_path.stat().st_size
-    stamp = {"n_items": int(n_items), "seed": int(seed), "embedder_bytes": onnx_bytes, "dim": int(exported.dim),
-             "variants": sorted(variants)}
+    stamp = {"n_items": int(n_items), "seed": int(seed), "embedder_bytes": exported.onnx_path.stat().st_size,
+             "dim": int(exported.dim), "variants": sorted({**exported.variants(), **variants}),
+             "via": "fastattr.index_cli.build_bundle(vectors=)"}
     if (out / MANIFEST).is_file():
         manifest = json.loads((out / MANIFEST).read_text())
         if manifest.get("provenance", {}).get("bench_random_bundle") == stamp:
             return out
-    with atomic_dir(out) as tmp:
-        roles = {"embedder": "embedder.onnx", "tokenizer": "tokenizer.json", "index": "index.fai", "items": "items.jsonl"}
-        _link_or_copy(exported.onnx_path, tmp / "embedder.onnx")
-        _link_or_copy(exported.tokenizer_path, tmp / "tokenizer.json")
-        for role, path in variants.items():
-            name = VARIANT_NAMES.get(role, path.name)
-            _link_or_copy(path, tmp / name)
-            roles[role] = name
-        with index_module.IndexWriter(str(tmp / "index.fai"), exported.dim) as writer:
-            bar = tqdm(total=n_items, desc=f"index of {n_items:,} random vectors", unit="item")
-            for start, chunk in random_unit_chunks(n_items, exported.dim, seed=seed):
-                writer.append(chunk, np.arange(start, start + len(chunk), dtype=np.uint64))
-                bar.update(len(chunk))
-            bar.close()
-        with atomic_open(tmp / "items.jsonl", "w") as handle:
-            for row in range(n_items):
-                handle.write(json.dumps({"item_id": row, "caption": f"training item {row}", "uri": None}) + "\n")
-        write_manifest(tmp, roles=roles, dim=exported.dim, n_items=n_items, spec=exported.spec,
-                       provenance={"bench_random_bundle": stamp, "export": exported.info.get("source", {})},
-                       export=exported.info.get("parity", {}))
-    return out
+    blocks = (chunk for _, chunk in random_unit_chunks(n_items, exported.dim, seed=seed))
+    return build_bundle(out, embedder=exported.root, dataset=placeholder_items(n_items), vectors=blocks,
+                        variants=variants, thumbnail_size=0,
+                        provenance={"bench_random_bundle": stamp, "note": "bench/query: seeded random unit item vectors"})

@@ -108,7 +108,7 @@ class EagerReference:
         input_ids, attention_mask = self.tokenize(prompt)
         vector = self.forward(pixels, input_ids, attention_mask)
         return {
-            "preprocess": lambda: self.preprocess(image),
+            "decode_preprocess": lambda: self.preprocess(image),  # decode + resize + normalize in one step
             "tokenize": lambda: self.tokenize(prompt),
             "forward": lambda: self.forward(pixels, input_ids, attention_mask),
             "search": lambda: self.search(vector, k),

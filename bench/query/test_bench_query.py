@@ -1,4 +1,4 @@
-"""pytest-benchmark suite of the query path: SDK stages, bare forward, reference, and the full report.
+"""pytest-benchmark suite of the query path: SDK (with its timings hook), bare forward, reference, and the full report.
 
     python -m pytest bench/query -q                      # quick: tiny encoders, 2,000 items
     FASTATTR_BENCH_FULL=1 python -m pytest bench/query   # real size at 118,287 items; bars enforced
@@ -21,7 +21,7 @@ from .bundles import export_realsize, random_bundle, random_vectors
 from .realsize import RealSizeSpec, build_embedder
 from .reference import EagerReference
 from .run import PAPER_N, default_cache, main
-from .stages import SDK_STAGES, bare_forward, bare_session, sample_png, sample_prompt, sdk_stages
+from .stages import SDK_STAGES, bare_forward, bare_session, sample_png, sample_prompt, sdk_breakdown
 
 FULL = os.environ.get("FASTATTR_BENCH_FULL", "") not in ("", "0")
 N_ITEMS = PAPER_N if FULL else 2_000
@@ -73,18 +73,25 @@ def test_sdk_query_end_to_end(benchmark: Any, attributor: Any, query: tuple[byte
     assert scores == sorted(scores, reverse=True)
 
 
-@pytest.mark.parametrize("stage", SDK_STAGES)
-def test_sdk_stage(benchmark: Any, attributor: Any, query: tuple[bytes, str], stage: str) -> None:
+def test_sdk_query_with_timings(benchmark: Any, attributor: Any, query: tuple[bytes, str]) -> None:
     image, prompt = query
-    fn = sdk_stages(attributor, image, prompt, k=K)[stage]
-    out = benchmark(fn)
-    assert out is not None
+    timings: dict[str, float] = {}
+    hits = benchmark(attributor.query, image, prompt, k=K, timings=timings)
+    assert hits == attributor.query(image, prompt, k=K)  # timing a query does not change its answer
+    assert set(timings) == {*SDK_STAGES, "total"} and min(timings.values()) >= 0.0
+
+
+def test_sdk_breakdown(attributor: Any, query: tuple[bytes, str]) -> None:
+    image, prompt = query
+    stages = sdk_breakdown(attributor, image, prompt, k=K, n=5, warmup=1)
+    assert list(stages) == [*SDK_STAGES, "total"] and all(s.n == 5 for s in stages.values())
+    assert stages["forward"].p50_ms > 0 and stages["total"].p50_ms >= stages["forward"].p50_ms
 
 
 def test_bare_onnx_forward(benchmark: Any, attributor: Any, query: tuple[bytes, str]) -> None:
     image, prompt = query
     session = bare_session(attributor.bundle.file("embedder"), threads=THREADS)
-    (vectors,) = benchmark(bare_forward(attributor, session, image, prompt))
+    (vectors,) = benchmark(bare_forward(attributor.bundle, session, image, prompt))
     # The bare session and the SDK embed identically: same file, same input.
     np.testing.assert_allclose(vectors, attributor.embed(image, prompt), atol=1e-5)
 
@@ -112,7 +119,10 @@ def test_report_and_bars(tmp_path: Path) -> None:
         e2e = config["end_to_end"]
         assert 0 < e2e["p50_ms"] <= e2e["p99_ms"], config["label"]
     sdk = next(c for c in results["configs"] if c["label"].startswith("SDK fp32, N="))
-    assert set(sdk["stages"]) == set(SDK_STAGES)
+    assert list(sdk["stages"]) == sorted(SDK_STAGES) and sdk["stages_total"]["p50_ms"] > 0  # JSON keys are sorted
+    if not FULL:  # the bench's bundles come from the public build_bundle(vectors=...)
+        manifest = json.loads((default_cache() / f"bundle-tiny-{N_ITEMS}" / "manifest.json").read_text())
+        assert manifest["provenance"]["item_vectors"]["source"] == "supplied"
     if FULL:
         failed = [b["name"] for b in results["bars"] if b["judged"] and b["met"] is False]
         assert not failed, f"bars missed: {failed}"

@@ -160,7 +160,7 @@ def measure(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     """Time the SDK on the embedded world's bundle and compare with the teacher; adds a config row."""
     from fastattr import Attributor
     from .run import _entry
-    from .stages import sdk_stages
+    from .stages import sdk_breakdown
     from .timing import time_interleaved
 
     teacher_s, teacher_info = teacher_seconds_per_query(args)
@@ -180,7 +180,7 @@ def measure(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     image, prompt = world_query(attributor.bundle.spec.size)
     rounds = max(args.n, 200)  # a world query takes about a millisecond: more rounds cost nothing
     e2e = time_interleaved({"sdk": lambda: attributor.query(image, prompt, k=args.k)}, n=rounds, warmup=args.warmup)["sdk"]
-    stages = time_interleaved(sdk_stages(attributor, image, prompt, k=args.k), n=rounds, warmup=args.warmup)
+    stages = sdk_breakdown(attributor, image, prompt, k=args.k, n=rounds, warmup=args.warmup)
     results["configs"].append(_entry(f"SDK fp32, embedded world, N={len(attributor):,}", len(attributor), e2e, stages))
     out.update({"bundle": str(bundle), "n_items": len(attributor), "sdk_end_to_end": e2e.to_dict(),
                 "sdk_seconds_per_query": e2e.p50_ms / 1e3})
