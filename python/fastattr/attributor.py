@@ -297,7 +297,7 @@ class Attributor:
         Example:
             >>> attributor.query_batch([img_a, img_b], ["a red square", "a blue disc"], k=3)  # doctest: +SKIP
         """
-        started = time.perf_counter()
+        started = 0.0 if timings is None else time.perf_counter()
         _check_timings(timings)
         k = _check_k(k)
         if isinstance(prompts, str):
