@@ -235,3 +235,20 @@ def test_empty_batch_gives_empty_results(random_index) -> None:
     ids, scores = found.search_batch(np.zeros((0, 96), np.float32), 5)
     assert ids.shape == (0, 5) and scores.shape == (0, 5)
     assert ids.dtype == np.uint64 and scores.dtype == np.float32
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_large_index_is_mapped_at_a_huge_page_boundary(tmp_path: Path) -> None:
+    # 2 MB alignment is what lets the kernel map the file's page cache with huge pages.
+    path = tmp_path / "big.fai"
+    index.build(path, random_data(5000, 256, 3), np.arange(5000, dtype=np.uint64))  # ≈ 4 MB
+    opened = index.open(path)
+    starts = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if fields[-1] == str(path.resolve()):
+            starts.append(int(fields[0].split("-")[0], 16))
+    assert starts, "the index file is not in /proc/self/maps"
+    assert min(starts) % (2 << 20) == 0
+    ids, _ = opened.search(random_data(1, 256, 4)[0], 3)
+    assert len(ids) == 3
