@@ -146,8 +146,7 @@ def measure_forwards(models: dict[str, Path], provider: str, device: str, image_
 
 def measure_sdk(bundle: Path, device: str, args: argparse.Namespace, budget: Budget) -> list[dict[str, Any]]:
     """Attributor.query end to end (and its stages) on the given device, per available precision."""
-    from bench.query.stages import sample_png, sample_prompt, sdk_stages
-    from bench.query.timing import time_interleaved
+    from bench.query.stages import sample_png, sample_prompt, sdk_breakdown, warm_index
     from fastattr import Attributor
 
     image, prompt = sample_png(512), sample_prompt()
@@ -160,9 +159,9 @@ def measure_sdk(bundle: Path, device: str, args: argparse.Namespace, budget: Bud
         except Exception as exc:  # a bundle without that variant: say so and go on
             rows.append({"precision": precision, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        attributor._index.warmup()
+        warm_index(attributor.bundle, args.threads)
         e2e = time_calls(lambda: attributor.query(image, prompt, k=10), n=args.n, warmup=3, max_seconds=args.section_s)
-        stages = time_interleaved(sdk_stages(attributor, image, prompt, k=10), n=args.n, warmup=2, max_seconds=args.section_s)
+        stages = sdk_breakdown(attributor, image, prompt, k=10, n=args.n, warmup=2, max_seconds=args.section_s)
         rows.append({"precision": precision, "device": attributor.device, "n_items": len(attributor),
                      "end_to_end": e2e.to_dict(), "stages": {k: v.to_dict() for k, v in stages.items()}})
         print(f"[gpu-bench] SDK {precision} on {attributor.device}: p50 {e2e.p50_ms:.2f} ms", flush=True)

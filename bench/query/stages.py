@@ -24,8 +24,7 @@ from fastattr.attributor import STAGES as SDK_STAGES
 
 from .timing import Latency, summarize
 
-__all__ = ["SDK_STAGES", "sdk_breakdown", "warm_index", "bare_session", "bare_forward", "sample_png", "sample_prompt",
-           "sdk_stages"]
+__all__ = ["SDK_STAGES", "sdk_breakdown", "warm_index", "bare_session", "bare_forward", "sample_png", "sample_prompt"]
 
 
 def sdk_breakdown(attributor: Any, image: Any, prompt: str, *, k: int = 10, n: int = 50, warmup: int = 3,
@@ -118,30 +117,3 @@ def sample_png(side: int = 512, *, seed: int = 0) -> bytes:
 def sample_prompt() -> str:
     """A typical text-to-image prompt (about 20 tokens)."""
     return "a photo of a red double-decker bus parked beside a brick building on a rainy street at dusk"
-
-
-def sdk_stages(attributor: Any, image: Any, prompt: str, *, k: int = 10) -> dict[str, Callable[[], Any]]:
-    """Legacy: each stage rebuilt beside the SDK as a zero-argument callable, on fixed inputs.
-
-    Kept only because ``bench/gpu/run_gpu_bench.py`` still calls it; ``bench/query`` uses
-    :func:`sdk_breakdown` (the public timings hook). It reaches into the Attributor's private
-    ``_tokenizer``, ``_session``, ``_index`` and ``_to_results``: benchmark code, not API.
-    """
-    from fastattr.preprocess import normalize, resize_rgb, to_rgb_uint8
-
-    spec = attributor.bundle.spec
-    rgb = to_rgb_uint8(image)
-    pixels = normalize(resize_rgb(rgb, spec.size, spec.resize)[None], spec.mean, spec.std)
-    input_ids, attention_mask = attributor._tokenizer([prompt])
-    feed = {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention_mask}
-    session, index, threads = attributor._session, attributor._index, attributor._threads
-    vectors = np.ascontiguousarray(session.run(None, feed)[0].astype(np.float32, copy=False))
-    ids, scores = index.search_batch(vectors, k, threads=threads)
-    return {
-        "decode": lambda: to_rgb_uint8(image),
-        "resize_normalize": lambda: normalize(resize_rgb(rgb, spec.size, spec.resize)[None], spec.mean, spec.std),
-        "tokenize": lambda: attributor._tokenizer([prompt]),
-        "forward": lambda: session.run(None, feed),
-        "search": lambda: index.search_batch(vectors, k, threads=threads),
-        "assemble": lambda: attributor._to_results(ids[0], scores[0]),
-    }
