@@ -251,3 +251,21 @@ def test_bad_timings(attributor, bad):
         attributor.query(data.images[0], data.captions[0], timings=bad)
     with pytest.raises(InputError, match=f"got {type(bad).__name__}"):
         attributor.query_batch([data.images[0]], [data.captions[0]], timings=bad)
+
+
+def test_trimmed_padding_gives_the_vectors_of_full_padding(attributor):
+    """The SDK pads a batch to its longest prompt; the masked encoders give what max_length padding gives."""
+    from fastattr.preprocess import preprocess_images
+
+    data = kit.dataset()
+    prompts, images = ["a red square", data.captions[3]], [data.images[0], data.images[3]]
+    ids, mask = attributor._tokenizer(prompts)
+    width = attributor.bundle.spec.max_length
+    assert ids.shape[1] < width
+    pad = attributor._tokenizer.pad_id
+    full_ids = np.full((2, width), pad, np.int64)
+    full_mask = np.zeros((2, width), np.int64)
+    full_ids[:, : ids.shape[1]], full_mask[:, : ids.shape[1]] = ids, mask
+    pixels = preprocess_images(images, attributor.bundle.spec)
+    full = attributor._session.run(None, {"pixel_values": pixels, "input_ids": full_ids, "attention_mask": full_mask})[0]
+    np.testing.assert_allclose(attributor.embed(images, prompts), full, atol=1e-6)

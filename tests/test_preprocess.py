@@ -128,3 +128,16 @@ def test_prompt_rules():
         tok([])
     with pytest.raises(InputError, match="cannot load tokenizer"):
         Tokenizer.from_file("/nonexistent/tokenizer.json", max_length=8)
+
+
+def test_batch_is_padded_to_its_longest_prompt_only():
+    student_spec = pytest.importorskip("fastattr.student.spec")
+    spec = student_spec.EmbedderSpec(**kit.spec_dict())
+    captions = ["a red square", "a blue circle on grey"]
+    ids, mask = Tokenizer.from_file(kit.tokenizer_file(), max_length=16)(captions)
+    ref_ids, ref_mask = student_spec.tokenize(captions, spec)  # training pads to max_length
+    longest = int(ref_mask.sum(axis=1).max())
+    assert longest < 16 and ids.shape == mask.shape == (2, longest)
+    np.testing.assert_array_equal(ids, ref_ids[:, :longest])
+    np.testing.assert_array_equal(mask, ref_mask[:, :longest])
+    assert not ref_mask[:, longest:].any()  # what was dropped is padding in every row
