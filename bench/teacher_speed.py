@@ -2,11 +2,12 @@
 
 Usage:
     python bench/teacher_speed.py --dataset runs/world --model runs/t2i [--fisher F] \
-        [--queries 3] [--timesteps 4] [--m 48] [--draws 32] [--threads 1] [--compare]
+        [--queries 3] [--timesteps T] [--m M] [--draws D] [--no-bf16] [--threads 1] [--compare]
 
 Measures, in one process with --threads torch threads (a curation worker uses 1): the query
 gradient, the unlearning step, and scoring of M candidates and of all N items on the timestep
-grid. With 2 workers on 2 cores, curation throughput is about 2 queries per the printed latency.
+grid. Settings default to the curation defaults (fastattr.teacher.CurationConfig). With 2
+workers on 2 cores, curation throughput is about 2 queries per the printed latency.
 --compare also checks, on a random subset of items, how well the default settings, bf16
 autocast, the diagonal Fisher and η/4, 4η keep the order of a reference with 4x the grid and
 4x the draws: Spearman ρ and top-10 overlap.
@@ -34,15 +35,23 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--fisher", default=None)
     parser.add_argument("--queries", type=int, default=3)
-    parser.add_argument("--timesteps", type=int, default=4)
-    parser.add_argument("--m", type=int, default=48)
-    parser.add_argument("--draws", type=int, default=32)
-    parser.add_argument("--eta", type=float, default=0.01)
+    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--m", type=int, default=None)
+    parser.add_argument("--draws", type=int, default=None)
+    parser.add_argument("--eta", type=float, default=None)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast scoring")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--compare-items", type=int, default=512)
     args = parser.parse_args()
+    from fastattr.teacher.curate import CurationConfig
+
+    defaults = CurationConfig()
+    for name, value in (("timesteps", defaults.n_timesteps), ("m", defaults.subsample_m or 48),
+                        ("draws", defaults.query_draws), ("eta", defaults.eta), ("bf16", defaults.bf16)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
     import torch
 
@@ -69,7 +78,8 @@ def main() -> None:
     sample_s = (time.perf_counter() - t0) / args.queries
     q_text = model.encode_text(captions)
 
-    def scored(ts: torch.Tensor, rows: np.ndarray, delta: dict, bf16: bool = False, keep: dict | None = None) -> np.ndarray:
+    def scored(ts: torch.Tensor, rows: np.ndarray, delta: dict, bf16: bool = args.bf16,
+               keep: dict | None = None) -> np.ndarray:
         idx = torch.from_numpy(rows)
         noise = item_noise(ds.item_ids[rows], ts, tuple(x.shape[1:]), seed=0)
         common = dict(loss_fn=loss, batch_size=args.batch_size, autocast_bf16=bf16)
@@ -96,7 +106,7 @@ def main() -> None:
         noise = item_noise(ds.item_ids[rows_m], ts, tuple(x.shape[1:]), seed=0)
         with apply_delta(model.unet, delta):  # after-losses only: the before-losses are cached per item
             grid_losses(model.unet, x[idx], text[idx], noise, ts, model.alphas_cumprod, loss_fn=loss,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, autocast_bf16=args.bf16)
         timings["score_m"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         keep: dict = {}
@@ -119,10 +129,11 @@ def main() -> None:
                                     n_draws=4 * args.draws, seed=q, loss_fn=loss)
             delta4 = unlearning_delta(fisher, grads4, eta=args.eta, n_train=n)
             ts4 = timestep_grid(4 * args.timesteps, model.num_train_timesteps)
-            ref = scored(ts4, rows_c, delta4)
+            ref = scored(ts4, rows_c, delta4, bf16=False)
             variants = {
                 "default": scored(ts, rows_c, delta),
                 "bf16": scored(ts, rows_c, delta, bf16=True),
+                "fp32": scored(ts, rows_c, delta, bf16=False),
                 "4x_grid": scored(ts4, rows_c, delta),
                 "4x_draws": scored(ts, rows_c, delta4),
                 "eta/4": scored(ts, rows_c, unlearning_delta(fisher, grads, eta=args.eta / 4, n_train=n)),
@@ -137,7 +148,8 @@ def main() -> None:
                 for name, v in variants.items()}})
     g, sm, sa = (float(np.mean(timings[k])) for k in ("gradient", "score_m", "score_all"))
     print(json.dumps({
-        "n_items": n, "timesteps": args.timesteps, "m": args.m, "draws": args.draws, "threads": args.threads,
+        "n_items": n, "timesteps": args.timesteps, "m": args.m, "draws": args.draws, "bf16": args.bf16,
+        "threads": args.threads,
         "nproc": os.cpu_count(), "loadavg": os.getloadavg(),
         "seconds_per_query_topk": round(g + sm, 3), "seconds_per_query_full": round(g + sa, 3),
         "breakdown_s": {"query_gradient": round(g, 3), "score_m": round(sm, 3), "score_all": round(sa, 3)},

@@ -3,7 +3,7 @@ have that training item ranked first by the teacher (issue 4: in >= 90 % of >= 5
 
 Usage:
     python scripts/check_teacher_duplicates.py --dataset runs/world --model runs/t2i \
-        --out runs/dup-check [--n 50] [--pool all|K] [--timesteps 4] [--workers 2] [--jitter 3]
+        --out runs/dup-check [--n 50] [--pool all|K] [--timesteps T] [--workers 2] [--jitter 3]
 
 --pool all ranks each query over the whole training set (the honest bar; N × timesteps forward
 passes per query); --pool K ranks it among its K nearest items by the frozen retrieval feature
@@ -30,15 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fisher", default=None, help="Fisher file (default: fit and cache one in OUT)")
     parser.add_argument("--n", type=int, default=50, help="number of near-duplicate queries")
     parser.add_argument("--pool", default="all", help="'all' or K (rank among the K nearest items)")
-    parser.add_argument("--timesteps", type=int, default=4)
-    parser.add_argument("--query-draws", type=int, default=32)
+    parser.add_argument("--timesteps", type=int, default=None, help="default: the curation default")
+    parser.add_argument("--query-draws", type=int, default=None, help="default: the curation default")
     parser.add_argument("--eta", type=float, default=None)
     parser.add_argument("--fisher-kind", default="ekfac", choices=["ekfac", "diag"])
     parser.add_argument("--jitter", type=int, default=3, help="uniform ±jitter added to each uint8 pixel")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bar", type=float, default=0.9)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for scoring")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for scoring (default: the curation default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     args = parser.parse_args(argv)
 
@@ -76,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     queries = np.clip(images + noise, 0, 255).astype(np.uint8)
     full = args.pool == "all"
     k = n_items if full else int(args.pool)
-    defaults = CurationConfig()
+    defaults = CurationConfig()  # the check tests the teacher as the demo configures it, unless told otherwise
     config = CurationConfig(
         n_train_queries=0 if full else args.n, n_test_queries=args.n if full else 0, candidates_k=k,
-        subsample_m=None, n_timesteps=args.timesteps, query_draws=args.query_draws,
+        subsample_m=None, n_timesteps=args.timesteps or defaults.n_timesteps,
+        query_draws=args.query_draws or defaults.query_draws,
         eta=args.eta if args.eta is not None else defaults.eta, fisher_kind=args.fisher_kind, seed=args.seed,
-        bf16=args.bf16)
+        bf16=defaults.bf16 if args.bf16 is None else args.bf16)
     teacher = load_teacher_set(curate(
         out / "teacher", unet=model.unet, alphas_cumprod=model.alphas_cumprod, item_images=np.asarray(ds.images),
         item_text_states=text, item_ids=np.asarray(ds.item_ids, np.int64), fisher=fisher,
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     true_rank = [int(teacher.rank[(teacher.query_id == q) & (teacher.item_id == r)][0])
                  if np.any((teacher.query_id == q) & (teacher.item_id == r)) else -1
                  for q, r in enumerate(rows)]
-    report = {"queries": args.n, "pool": "all" if full else k, "n_items": n_items, "timesteps": args.timesteps,
+    report = {"queries": args.n, "pool": "all" if full else k, "n_items": n_items, "timesteps": config.n_timesteps,
+              "query_draws": config.query_draws, "bf16": config.bf16,
               "fisher_kind": args.fisher_kind, "top1_rate": float(hits.mean()), "bar": args.bar,
               "true_item_ranks": true_rank, "seconds": round(time.perf_counter() - t0, 1),
               "seconds_per_query": teacher.meta.get("seconds_per_query")}

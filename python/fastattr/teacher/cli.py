@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cur.add_argument("--eta", type=float, default=None, help="unlearning step size η (step = η/N · F⁻¹∇L)")
     cur.add_argument("--fisher-kind", choices=["ekfac", "diag"], default=None, help="AbU+ (ekfac) or AbU (diag)")
     cur.add_argument("--flip", action="store_true", help="also score flipped images and take the max")
-    cur.add_argument("--bf16", action="store_true", help="bf16 autocast for scoring (faster, changes numbers)")
+    cur.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                     help="bf16 autocast for scoring (default on: 2x faster; --no-bf16 scores in fp32)")
     cur.add_argument("--batch-size", type=int, default=None)
     cur.add_argument("--seed", type=int, default=None)
     cur.add_argument("--sample-steps", type=int, default=25, help="DDIM steps to generate the query images")
@@ -85,8 +86,8 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - CurationConfig, importe
         overrides["subsample_m"] = args.subsample_m or None
     if args.flip:
         overrides["flip"] = True
-    if args.bf16:
-        overrides["bf16"] = True
+    if args.bf16 is not None:
+        overrides["bf16"] = args.bf16
     return CurationConfig.full(**overrides) if args.full else CurationConfig(**overrides)
 
 
