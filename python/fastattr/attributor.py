@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import Bundle, Items, open_bundle
 from .errors import BundleError, DeviceError, InputError
-from .preprocess import ImageLike, Tokenizer, normalize, resize_rgb, to_rgb_uint8
+from .preprocess import ImageLike, Tokenizer, decode_images, resize_normalize
 from .results import Attribution
 
 __all__ = ["Attributor", "STAGES"]
@@ -46,6 +46,21 @@ class _Laps:
         now = time.perf_counter()
         self.out[name] += now - self.last
         self.last = now
+
+
+class _NoLaps:
+    """Stands in for :class:`_Laps` when no timings were asked for: no clock is read."""
+
+    __slots__ = ()
+
+    def restart(self) -> None:
+        pass
+
+    def __call__(self, name: str) -> None:
+        pass
+
+
+_NO_LAPS = _NoLaps()
 
 
 def _check_timings(timings: Any) -> None:
@@ -193,9 +208,9 @@ class Attributor:
             >>> attributor.embed("generated.png", "a red square on grey").shape  # doctest: +SKIP
             (1, 64)
         """
-        return self._embed(images, prompts, None)
+        return self._embed(images, prompts, _NO_LAPS)
 
-    def _embed(self, images: Any, prompts: Any, laps: _Laps | None) -> np.ndarray:
+    def _embed(self, images: Any, prompts: Any, laps: _Laps | _NoLaps) -> np.ndarray:
         if isinstance(prompts, str):
             images, prompts = [images], [prompts]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
@@ -208,26 +223,19 @@ class Attributor:
         spec = self.bundle.spec
         many = len(images) > 1
         outs = []
-        # The steps of fastattr.preprocess.preprocess_images, run one by one so each can be timed;
-        # the arithmetic is the same calls in the same order, so the vectors are bit-identical.
+        # The two steps of fastattr.preprocess.preprocess_images, called one by one so each can be timed.
         for start in range(0, len(images), _EMBED_BATCH):
             stop = start + _EMBED_BATCH
-            if laps is not None:
-                laps.restart()
-            rgb = [to_rgb_uint8(img, where=f"image {start + i}" if many else "image")
-                   for i, img in enumerate(images[start:stop])]
-            if laps is not None:
-                laps("decode")
-            pixel_values = normalize(np.stack([resize_rgb(x, spec.size, spec.resize) for x in rgb]), spec.mean, spec.std)
-            if laps is not None:
-                laps("preprocess")
+            laps.restart()
+            rgb = decode_images(images[start:stop], first=start, numbered=many)
+            laps("decode")
+            pixel_values = resize_normalize(rgb, spec)
+            laps("preprocess")
             input_ids, attention_mask = self._tokenizer(prompts[start:stop])
-            if laps is not None:
-                laps("tokenize")
+            laps("tokenize")
             feed = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
             outs.append(self._session.run(None, feed)[0])
-            if laps is not None:
-                laps("forward")
+            laps("forward")
         return np.ascontiguousarray(np.concatenate(outs).astype(np.float32, copy=False))
 
     def _exclude(self, exclude: Iterable[int] | None) -> tuple[np.ndarray | None, int]:
@@ -302,21 +310,18 @@ class Attributor:
         k = _check_k(k)
         if isinstance(prompts, str):
             raise InputError("query_batch takes a list of prompts; use query() for a single pair")
-        laps = None if timings is None else _Laps(timings)
+        laps = _NO_LAPS if timings is None else _Laps(timings)
         excluded, n_present = self._exclude(exclude)
         vectors = self._embed(images, prompts, laps)
         k_eff = min(k, len(self._items) - n_present)
         if k_eff <= 0:
             out: list[list[Attribution]] = [[] for _ in range(len(vectors))]
         else:
-            if laps is not None:
-                laps.restart()
+            laps.restart()
             ids, scores = self._index.search_batch(vectors, k_eff, exclude=excluded, threads=self._threads)
-            if laps is not None:
-                laps("search")
+            laps("search")
             out = [self._to_results(ids[row], scores[row]) for row in range(len(vectors))]
-            if laps is not None:
-                laps("assemble")
+            laps("assemble")
         if timings is not None:
             timings["total"] = time.perf_counter() - started
         return out

@@ -38,6 +38,8 @@ __all__ = [
     "to_rgb_uint8",
     "resize_rgb",
     "normalize",
+    "decode_images",
+    "resize_normalize",
     "preprocess_images",
 ]
 
@@ -249,11 +251,30 @@ def preprocess_images(images: Sequence[ImageLike] | np.ndarray, spec: Preprocess
         items = list(images)
     if not items:
         raise InputError("no images given; pass at least one")
-    batch = np.stack(
-        [resize_rgb(to_rgb_uint8(img, where=f"image {i}" if len(items) > 1 else "image"), spec.size, spec.resize)
-         for i, img in enumerate(items)]
-    )
-    return normalize(batch, spec.mean, spec.std)
+    return resize_normalize(decode_images(items), spec)
+
+
+def decode_images(images: Sequence[ImageLike], *, first: int = 0, numbered: bool | None = None) -> list[np.ndarray]:
+    """Step 1 of :func:`preprocess_images`: every image as RGB uint8 (H, W, 3).
+
+    Errors name "image {first + i}" (``numbered``, default: more than one image) or "image".
+
+    Example:
+        >>> decode_images([np.zeros((2, 2), np.uint8)])[0].shape
+        (2, 2, 3)
+    """
+    numbered = len(images) > 1 if numbered is None else numbered
+    return [to_rgb_uint8(img, where=f"image {first + i}" if numbered else "image") for i, img in enumerate(images)]
+
+
+def resize_normalize(rgb: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
+    """Step 2 of :func:`preprocess_images`: resize decoded images and normalize them into (B, 3, H, W).
+
+    Example:
+        >>> resize_normalize([np.zeros((8, 8, 3), np.uint8)], PreprocessSpec(size=(4, 4))).shape
+        (1, 3, 4, 4)
+    """
+    return normalize(np.stack([resize_rgb(x, spec.size, spec.resize) for x in rgb]), spec.mean, spec.std)
 
 
 # ----------------------------------------------------------------------------- text
