@@ -113,17 +113,17 @@ def _supplied_chunks(vectors: Any, n_items: int, dim: int) -> Iterator[tuple[int
                 f"vectors has shape {vectors.shape}; expected ({n_items}, {dim}): one row per dataset item, in dataset order"
             )
         blocks: Iterable[Any] = (vectors[i:i + 65_536] for i in range(0, n_items, 65_536))
-        where = "vectors"
     elif isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
         raise InputError(
             f"vectors must be a float32 ({n_items}, {dim}) array or an iterable of float32 (rows, {dim}) blocks, "
             f"got {type(vectors).__name__}"
         )
     else:
-        blocks, where = vectors, "vectors block"
+        blocks = vectors
+    streamed = not isinstance(vectors, np.ndarray)
     start = 0
     for block in blocks:
-        block = _check_chunk(block, start, dim, where if where == "vectors" else f"{where} at row {start}")
+        block = _check_chunk(block, start, dim, f"vectors block at row {start}" if streamed else "vectors")
         if start + len(block) > n_items:
             raise InputError(f"vectors supply more than {n_items} rows; the dataset has {n_items} items")
         yield start, block
