@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastattr.errors import InputError
-from fastattr.teacher.features import retrieval_features, subsample, top_k_candidates
+from fastattr.teacher.features import retrieval_features, retrieval_means, subsample, top_k_candidates
 
 
 def test_feature_cosine_is_mean_of_image_and_text_cosines() -> None:
@@ -20,6 +20,21 @@ def test_feature_cosine_is_mean_of_image_and_text_cosines() -> None:
     expected = 0.5 * (cos(pix[0], pix[3]) + cos(txt[0], txt[3]))
     assert f[0] @ f[3] == pytest.approx(expected, rel=1e-5)
     assert np.allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+
+
+def test_means_are_in_the_feature_layout() -> None:
+    # Two items whose colours are swapped: centred on their true mean, their pixel parts are exact
+    # opposites. A mean taken in another layout (e.g. channels first) breaks that.
+    a = np.zeros((1, 2, 3, 3), np.uint8)
+    a[..., 0], a[..., 1] = 200, 40
+    images = np.concatenate([a, a[..., ::-1]])
+    text = np.zeros((2, 1, 4), np.float32)
+    text[0, 0, 0], text[1, 0, 1] = 1.0, 1.0
+    pixel_mean, text_mean = retrieval_means(images, text)
+    f = retrieval_features(images, text, pixel_mean=pixel_mean, text_mean=text_mean)
+    n_pix = images[0].size
+    assert np.allclose(f[0, :n_pix], -f[1, :n_pix], atol=1e-6)
+    assert np.allclose(text_mean, [0.5, 0.5, 0, 0])
 
 
 def test_top_k_and_subsample() -> None:

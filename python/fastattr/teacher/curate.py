@@ -19,7 +19,7 @@ from torch import nn
 from .._atomic import save_npy, write_bytes, write_json
 from ..errors import CheckpointError, InputError
 from .ekfac import FISHER_KINDS, KVFisher
-from .features import FEATURE_DESCRIPTION, retrieval_features, subsample, top_k_candidates
+from .features import FEATURE_DESCRIPTION, retrieval_features, retrieval_means, subsample, top_k_candidates
 from .scoring import grid_losses, item_noise, seed_of, timestep_grid
 from .teacher_set import write_teacher_set
 from .worker import Scorer, init_process, resolve_loss_fn, result_path, run_in_process
@@ -117,8 +117,7 @@ def _prepare(work: Path, run_info: dict[str, Any], *, unet: nn.Module, alphas_cu
 
     # Candidates: top-K by the frozen feature (+ uniform subsample) for train queries, all items for test.
     n_items = len(item_images)
-    pix_mean = (item_x.reshape(n_items, -1)).mean(0).numpy()
-    txt_mean = np.asarray(item_text, dtype=np.float32).mean(axis=(0, 1))
+    pix_mean, txt_mean = retrieval_means(np.asarray(item_images), item_text)
     item_f = retrieval_features(np.asarray(item_images), np.asarray(item_text), pixel_mean=pix_mean, text_mean=txt_mean)
     query_f = retrieval_features(np.asarray(query_images), np.asarray(query_text), pixel_mean=pix_mean, text_mean=txt_mean)
     splits = run_info["splits"]

@@ -51,6 +51,19 @@ def retrieval_features(
     return (feats / np.sqrt(2.0)).astype(np.float32)
 
 
+def retrieval_means(images: np.ndarray, text_states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training set's mean pixel vector and mean token-mean text state, in the layout
+    :func:`retrieval_features` flattens them (pixels in (H, W, 3) order, scaled to [-1, 1]).
+
+    Example:
+        >>> pm, tm = retrieval_means(np.zeros((2, 1, 1, 3), np.uint8), np.ones((2, 4, 5)))
+        >>> pm.tolist(), tm.shape
+        ([-1.0, -1.0, -1.0], (5,))
+    """
+    pix = np.asarray(images).reshape(len(images), -1).astype(np.float32) / 127.5 - 1.0
+    return pix.mean(axis=0), np.asarray(text_states, dtype=np.float32).mean(axis=(0, 1))
+
+
 def top_k_candidates(query_features: np.ndarray, item_features: np.ndarray, k: int) -> np.ndarray:
     """Row indices of each query's k most similar items, most similar first: (Q, k) int64.
 
