@@ -39,3 +39,13 @@ def test_map_table_puts_the_student_first():
     rows = _map_rows(results)
     assert rows[0] == ["method", "mAP@3", "mAP@9"]
     assert rows[1] == ["student", "0.700 ± 0.050", "0.600 ± 0.040"] and rows[2][0] == "random"
+
+
+def test_each_preset_has_its_own_default_work_folder():
+    from fastattr.demo import PRESETS, default_work
+
+    folders = {default_work(p) for p in PRESETS}
+    assert default_work("demo") == ".fastattr/demo" and len(folders) == len(PRESETS)
+    # The eval preset measures the student on the demo's own world and T2I model.
+    assert PRESETS["eval"]["world"] == PRESETS["demo"]["world"] and PRESETS["eval"]["t2i"] == PRESETS["demo"]["t2i"]
+    assert PRESETS["eval"]["teacher"]["n_test_queries"] >= 16
