@@ -28,8 +28,8 @@ __all__ = ["PRESETS", "default_work", "run_demo", "register"]
 # queries instead of 4; about 40 minutes); "tiny" is a smoke run of about a minute.
 PRESETS: dict[str, dict[str, Any]] = {
     # The demo's head trains 1000 steps, not the default 2000: its 4 test queries cannot tell the
-    # two apart, and the student and its regression ablation would add 3 minutes (docs/student.md:
-    # mAP@21 0.428 vs 0.471 on the eval preset).
+    # two apart, and 2000 steps of the student and its regression ablation took 115 s longer
+    # (229 vs 114 s; docs/student.md: mAP@21 0.428 vs 0.471 on the eval preset).
     "demo": {"world": "demo", "t2i": "demo", "teacher": {}, "student": {"steps": 1000}, "pretrain_steps": 300},
     "eval": {"world": "demo", "t2i": "demo", "teacher": {"n_train_queries": 512, "n_test_queries": 16},
              "student": {}, "pretrain_steps": 300},
@@ -79,7 +79,7 @@ def _print_table(rows: list[list[str]], log: Callable[[str], None]) -> None:
 
 
 def run_demo(
-    work: str | os.PathLike[str] = ".fastattr/demo",
+    work: str | os.PathLike[str] | None = None,
     *,
     preset: str = "demo",
     prompt: str | None = None,
@@ -93,6 +93,8 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or reuse) every stage, then attribute a freshly generated image; returns a summary.
+
+    ``work`` defaults to :func:`default_work` of the preset.
 
     Example:
         >>> summary = run_demo(".fastattr/demo-tiny", preset="tiny")  # doctest: +SKIP
@@ -117,7 +119,7 @@ def run_demo(
         # On a CPU shared with other jobs, torch threads that wait for each other were measured
         # up to 14x slower than one thread; --threads 1 is the remedy there.
         torch.set_num_threads(threads)
-    work = Path(work)
+    work = Path(work if work is not None else default_work(preset))
     _check_work(work, preset, fresh)
     paths = {name: work / name for name in ("world", "t2i", "teacher", "student", "eval", "export", "bundle")}
     timings: dict[str, float] = {}
@@ -264,7 +266,7 @@ def default_work(preset: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    summary = run_demo(args.work or default_work(args.preset), preset=args.preset, prompt=args.prompt, seed=args.seed, k=args.k, html=args.html,
+    summary = run_demo(args.work, preset=args.preset, prompt=args.prompt, seed=args.seed, k=args.k, html=args.html,
                        workers=args.workers, threads=args.threads, fresh=args.fresh, progress=not args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
