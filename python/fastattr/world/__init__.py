@@ -10,7 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from .dataset import Dataset, load_dataset, write_dataset
+from ..data.dataset import Dataset, write_dataset
+from ..data.layouts import load_dataset
 from .generate import (
     PRESETS,
     generate,

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .dataset import Dataset, load_dataset, write_dataset
+from ..data.dataset import Dataset, write_dataset
+from ..data.layouts import load_dataset
 from .palette import (
     BACKGROUND_COLOURS,
     EXTRA_SIZE,

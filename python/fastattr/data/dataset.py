@@ -1,7 +1,8 @@
-"""Dataset folders: writing the array layout atomically and reading it (or a user's image folder) back."""
+"""The Dataset type every stage uses, and the array layout (``dataset.json`` + ``images.npy``) it is saved as."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import numpy as np
 from .._atomic import atomic_dir
 from ..errors import DatasetError
 
-__all__ = ["Dataset", "load_dataset", "write_dataset", "FORMAT", "VERSION"]
+__all__ = ["Dataset", "write_dataset", "read_array_layout", "read_jsonl", "ids_of", "FORMAT", "VERSION"]
 
 FORMAT = "fastattr-dataset"
 VERSION = 1
@@ -45,9 +46,30 @@ class Dataset:
     uris: list[str | None] | None = None
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def digest(self) -> str:
+        """A hex digest of the images, captions and ids (keys every cache computed from the data).
+
+        A dataset decoded from image files carries its cache key (file sizes, times, policy) in
+        ``meta["digest"]``; otherwise the arrays are hashed once, a slice at a time.
+        """
+        if self._digest is None:
+            known = (self.meta or {}).get("digest")
+            if isinstance(known, str) and known:
+                self._digest = known
+            else:
+                h = hashlib.blake2b(digest_size=16)
+                h.update(json.dumps(list(self.captions)).encode())
+                h.update(np.asarray(self.item_ids, dtype=np.uint64).tobytes())
+                h.update(str(tuple(self.images.shape)).encode())
+                for lo in range(0, len(self), 4096):
+                    h.update(np.ascontiguousarray(self.images[lo:lo + 4096]).tobytes())
+                self._digest = h.hexdigest()
+        return self._digest
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -66,7 +88,7 @@ def write_dataset(
         >>> import tempfile, pathlib
         >>> p = write_dataset(pathlib.Path(tempfile.mkdtemp()) / "d",
         ...                   np.zeros((2, 4, 4, 3), np.uint8), ["x", "y"])
-        >>> len(load_dataset(p))
+        >>> len(read_array_layout(p))
         2
     """
     images = np.ascontiguousarray(images)
@@ -100,7 +122,7 @@ def write_dataset(
     return target
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -120,7 +142,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _ids_of(rows: list[dict[str, Any]], where: Path) -> np.ndarray:
+def ids_of(rows: list[dict[str, Any]], where: Path) -> np.ndarray:
     ids = [r.get("item_id", i) for i, r in enumerate(rows)]
     if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
         raise DatasetError(f"{where}: every item_id must be a non-negative integer.")
@@ -129,39 +151,8 @@ def _ids_of(rows: list[dict[str, Any]], where: Path) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint64)
 
 
-def load_dataset(path: str | os.PathLike[str], *, image_size: int | None = None) -> Dataset:
-    """Read a dataset folder.
-
-    Two layouts are understood: the array layout written by :func:`write_dataset`
-    (``dataset.json`` + ``images.npy`` + ``items.jsonl``), and a plain image folder: an
-    ``items.jsonl`` whose rows carry ``"image"`` (a path relative to the folder) and ``"caption"``
-    (optionally ``"item_id"`` and ``"attributes"``). Plain-folder images are decoded to RGB and,
-    if ``image_size`` is given, resized to a square of that side; they must then share one size.
-
-    Raises:
-        DatasetError: the folder or a file is missing, unreadable or inconsistent.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = write_dataset(pathlib.Path(tempfile.mkdtemp()) / "d",
-        ...                   np.zeros((1, 4, 4, 3), np.uint8), ["x"])
-        >>> load_dataset(p).captions
-        ['x']
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(
-            f"dataset folder {root} does not exist. Create one with `fastattr world make {root}`."
-        )
-    items = root / "items.jsonl"
-    if not items.is_file():
-        raise DatasetError(f"{root} has no items.jsonl: it is not a dataset folder.")
-    if (root / "dataset.json").is_file():
-        return _load_array_layout(root)
-    return _load_image_folder(root, _read_jsonl(items), image_size)
-
-
-def _load_array_layout(root: Path) -> Dataset:
+def read_array_layout(root: Path) -> Dataset:
+    """Read a folder written by :func:`write_dataset`; ``images`` stays memory-mapped."""
     try:
         header = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -183,7 +174,7 @@ def _load_array_layout(root: Path) -> Dataset:
         raise DatasetError(
             f"{root / 'images.npy'} must hold uint8 (N, H, W, 3), found {images.dtype} {images.shape}."
         )
-    rows = _read_jsonl(root / "items.jsonl")
+    rows = read_jsonl(root / "items.jsonl")
     n = header.get("n_items")
     if n != images.shape[0] or n != len(rows):
         raise DatasetError(
@@ -193,45 +184,7 @@ def _load_array_layout(root: Path) -> Dataset:
     meta = {k: v for k, v in header.items() if k not in ("format", "version")}
     uris = [r.get("uri") for r in rows]
     return Dataset(
-        images=images, captions=[r["caption"] for r in rows], item_ids=_ids_of(rows, root),
+        images=images, captions=[r["caption"] for r in rows], item_ids=ids_of(rows, root),
         attributes=[r.get("attributes") or {} for r in rows],
         uris=uris if any(u is not None for u in uris) else None, path=root, meta=meta,
-    )
-
-
-def _load_image_folder(root: Path, rows: list[dict[str, Any]], image_size: int | None) -> Dataset:
-    from PIL import Image
-
-    if not rows:
-        raise DatasetError(f"{root / 'items.jsonl'} lists no items.")
-    base = root.resolve()
-    arrays = []
-    for line_no, row in enumerate(rows, 1):
-        rel = row.get("image")
-        if not isinstance(rel, str):
-            raise DatasetError(
-                f"{root / 'items.jsonl'} line {line_no} has no \"image\" path (and the folder has "
-                "no dataset.json, so images must be listed per item)."
-            )
-        file = (root / rel).resolve()
-        if base not in file.parents:
-            raise DatasetError(f"{root / 'items.jsonl'} line {line_no}: {rel!r} leaves the folder.")
-        try:
-            with Image.open(file) as img:
-                img = img.convert("RGB")
-                if image_size is not None:
-                    img = img.resize((image_size, image_size), Image.Resampling.BOX)
-                arrays.append(np.asarray(img, dtype=np.uint8))
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot read image {file} ({exc}).") from None
-        if arrays[-1].shape != arrays[0].shape:
-            raise DatasetError(
-                f"{file} is {arrays[-1].shape[:2]} but the first image is {arrays[0].shape[:2]}; "
-                "pass image_size to resize all images to one size."
-            )
-    return Dataset(
-        images=np.stack(arrays), captions=[r["caption"] for r in rows],
-        item_ids=_ids_of(rows, root), attributes=[r.get("attributes") or {} for r in rows],
-        uris=[r["image"] for r in rows], path=root,
-        meta={"n_items": len(rows), "image_size": list(arrays[0].shape[:2]), "source": "image-folder"},
     )

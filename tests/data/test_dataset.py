@@ -1,4 +1,4 @@
-"""Tests for world/dataset.py: writing and reading dataset folders, and every refusal."""
+"""Tests for data/dataset.py and data/layouts.py: the array layout and items.jsonl image folders, and every refusal."""
 
 from __future__ import annotations
 

@@ -1,0 +1,67 @@
+"""Arrays computed once, row batch by row batch, into a memory-mapped ``.npy`` keyed by what they came from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._atomic import write_json
+
+__all__ = ["cached_rows", "cache_root"]
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where decoded datasets are cached: ``cache_dir``, else ``$FASTATTR_CACHE``, else ``~/.cache/fastattr``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("FASTATTR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "fastattr"
+
+
+def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[int, int], np.ndarray], *,
+                n: int, batch: int = 64, desc: str = "", progress: bool = True,
+                dtype: type = np.float32) -> np.ndarray:
+    """An (n, *shape) array on disk, computed by ``fill(lo, hi)`` once per ``key``; opened read-only.
+
+    ``fill`` is called for consecutive row ranges in order, so it may consume an iterator. The
+    rows go into a temporary memory map renamed into place when complete, so a crash leaves no
+    partial array under the final name and the array is never held in memory whole.
+
+    Example:
+        >>> import tempfile
+        >>> a = cached_rows(Path(tempfile.mkdtemp()) / "x.npy", "k", (2,),
+        ...                 lambda lo, hi: np.ones((hi - lo, 2)), n=3, progress=False)
+        >>> a.shape, float(a.sum())
+        ((3, 2), 6.0)
+    """
+    from tqdm.auto import tqdm
+
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        try:
+            if json.loads(meta.read_text(encoding="utf-8")).get("key") == key:
+                return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (json.JSONDecodeError, ValueError, OSError):
+            pass  # an unreadable cache is recomputed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
+    try:
+        with tqdm(total=n, desc=desc, unit="row", disable=not progress or not desc) as bar:
+            for lo in range(0, n, batch):
+                hi = min(lo + batch, n)
+                out[lo:hi] = np.asarray(fill(lo, hi), dtype=dtype)
+                bar.update(hi - lo)
+        out.flush()
+        del out
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    write_json(meta, {"key": key})
+    return np.load(path, mmap_mode="r", allow_pickle=False)
