@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import torch
 
-        from fastattr.t2i import load_model
+        from fastattr.models import load_diffusion_model
 
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
-        model = load_model(args.model)
-        images = model.sample(captions, seed=args.seed, steps=args.steps,
-                              guidance_scale=args.guidance, progress=True)
+        model = load_diffusion_model(args.model)
+        images = model.generate(captions, seed=args.seed, steps=args.steps,
+                                guidance_scale=args.guidance, progress=True)
         source = args.model
     seconds = time.perf_counter() - start
     read = read_colours(images)

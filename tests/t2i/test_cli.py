@@ -1,24 +1,33 @@
-"""Tests for t2i/cli.py: `fastattr t2i train` and `fastattr t2i sample`."""
+"""Tests for t2i/cli.py: `fastattr t2i train` (any layout, any size) and `fastattr t2i sample`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from fastattr.cli import main
 from fastattr.world import Dataset
 
 
-def test_train_then_sample(tiny_world: Dataset, tmp_path: Path, capsys) -> None:
+def test_train_then_sample(tiny_world: Dataset, text_folder: Path, tmp_path: Path, capsys) -> None:
     model = tmp_path / "m"
-    assert main(["t2i", "train", str(tiny_world.path), str(model), "--preset", "tiny",
+    # An imagefolder of 28x20 images: --image-size crops and resizes them, the preset follows it.
+    (tmp_path / "hf").mkdir()
+    rows = []
+    for i in range(4):
+        Image.fromarray(np.full((20, 28, 3), 60 * i, np.uint8)).save(tmp_path / "hf" / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"shade {i}"}))
+    (tmp_path / "hf" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["t2i", "train", str(tmp_path / "hf"), str(model), "--preset", "tiny", "--image-size", "12",
                  "--steps", "2", "--threads", "1"]) == 0
-    assert (model / "unet.safetensors").is_file()
+    assert json.loads((model / "t2i_config.json").read_text())["unet"]["sample_size"] == 12
     assert main(["t2i", "sample", str(model), "a red circle", "a blue square",
                  "--out", str(tmp_path / "png"), "--steps", "2", "--scale", "2"]) == 0
     with Image.open(tmp_path / "png" / "001.png") as img:
-        assert img.size == (16, 16)
+        assert img.size == (24, 24)
     assert "a blue square" in capsys.readouterr().out
 
 

@@ -8,7 +8,32 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["DiffusionModel"]
+__all__ = ["DiffusionModel", "KV_SUFFIXES", "find_kv_layers"]
+
+# DESIGN.md §2.1: only the cross-attention key and value projections (Stable Diffusion's names).
+KV_SUFFIXES = ("attn2.to_k", "attn2.to_v")
+
+
+def find_kv_layers(unet: Any) -> dict[str, Any]:
+    """The cross-attention key/value Linear layers of a UNet, by module name, in model order.
+
+    Example:
+        >>> layers = find_kv_layers(unet)  # doctest: +SKIP
+        >>> sorted(layers)[0]  # doctest: +SKIP
+        'down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k'
+    """
+    from torch import nn
+
+    from ..errors import CheckpointError
+
+    layers = {name: module for name, module in unet.named_modules()
+              if name.endswith(KV_SUFFIXES) and isinstance(module, nn.Linear)}
+    if not layers:
+        raise CheckpointError(
+            f"{type(unet).__name__} has no cross-attention key/value layers (modules named "
+            f"'*{KV_SUFFIXES[0]}' / '*{KV_SUFFIXES[1]}'): the teacher needs a text-conditioned "
+            "UNet with Stable Diffusion's module names, e.g. diffusers' UNet2DConditionModel.")
+    return layers
 
 
 class DiffusionModel(abc.ABC):
@@ -89,6 +114,4 @@ class DiffusionModel(abc.ABC):
 
     def kv_layers(self) -> dict[str, Any]:
         """The cross-attention key/value Linear layers the teacher unlearns (``attn2.to_k/to_v``)."""
-        from ..teacher.layers import find_kv_layers
-
         return find_kv_layers(self.unet)

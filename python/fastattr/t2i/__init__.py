@@ -1,38 +1,25 @@
-"""The tiny text-to-image diffusion model of the embedded world (pixel-space UNet, DDPM, DDIM).
+"""The embedded world's text-to-image model: a pixel-space diffusers pipeline, its config and trainer.
 
-Names load lazily so that `fastattr --help` does not import torch.
+Names load lazily so that `fastattr --help` does not import torch. A trained folder is a
+diffusers pipeline folder: load it with :func:`fastattr.models.load_diffusion_model`.
 
 Example:
-    >>> from fastattr.t2i import T2IConfig, T2IModel, loss, to_model_input
-    >>> m = T2IModel.create(T2IConfig.preset("tiny"))
-    >>> x = to_model_input(__import__("numpy").zeros((1, 8, 8, 3), "uint8"))
-    >>> tuple(x.shape)
-    (1, 3, 8, 8)
+    >>> from fastattr.t2i import T2IConfig
+    >>> T2IConfig.preset("tiny").image_size
+    8
 """
 
 from __future__ import annotations
 
 from fastattr._lazy import lazy_exports
 
-__all__ = [
-    "T2IConfig",
-    "T2IModel",
-    "load_model",
-    "loss",
-    "save_model",
-    "sample_images",
-    "to_model_input",
-    "train",
-]
+__all__ = ["T2IConfig", "build_pipeline", "load_model", "save_model", "train"]
 
 _LAZY = {
     "T2IConfig": "fastattr.t2i.config",
-    "T2IModel": "fastattr.t2i.model",
+    "build_pipeline": "fastattr.t2i.model",
     "load_model": "fastattr.t2i.model",
-    "loss": "fastattr.t2i.model",
     "save_model": "fastattr.t2i.model",
-    "to_model_input": "fastattr.t2i.model",
-    "sample_images": "fastattr.t2i.sample:ddim_sample",
     "train": "fastattr.t2i.trainer",
 }
 

@@ -1,4 +1,4 @@
-"""`fastattr t2i train` and `fastattr t2i sample`: train the world's text-to-image model, draw from it."""
+"""`fastattr t2i train` and `fastattr t2i sample`: train a pixel-space text-to-image model, draw from any pipeline."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a pixel-space UNet2DConditionModel on a dataset folder; checkpoints "
                     "into OUT and resumes from it with --resume.",
     )
-    train.add_argument("dataset", help="dataset folder (fastattr world make)")
+    train.add_argument("dataset", help="dataset folder in any layout fastattr reads (fastattr world make, "
+                                       "items.jsonl, a Hugging Face imagefolder, webdataset shards)")
     train.add_argument("out", help="model folder to write")
     train.add_argument("--preset", choices=["demo", "full", "tiny"], default=None,
-                       help="model size; default: demo for 16x16 data, full for 32x32")
+                       help="model size; default: demo up to 16x16 images, full above")
+    train.add_argument("--image-size", type=int, default=None,
+                       help="resize and centre-crop the images to this square side (default: the dataset's "
+                            "size when its images are square and of one size)")
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None, dest="learning_rate")
@@ -37,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=_train)
 
     sample = sub.add_parser("sample", help="generate PNGs from prompts")
-    sample.add_argument("model", help="model folder")
+    sample.add_argument("model", help="diffusers pipeline folder (t2i train output or a user's own)")
     sample.add_argument("prompts", nargs="+", help="one or more prompts")
     sample.add_argument("--out", default="samples", help="folder for the PNGs")
     sample.add_argument("--seed", type=int, default=0)
@@ -48,13 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..world import load_dataset
+    from ..data import load_dataset
+    from ..errors import DatasetError
     from .config import T2IConfig
     from .trainer import train
 
-    ds = load_dataset(args.dataset)
-    preset = args.preset or ("demo" if ds.image_size[0] <= 16 else "full")
-    overrides = {
+    ds = load_dataset(args.dataset, image_size=args.image_size, progress=True)
+    h, w = ds.image_size
+    if h != w:
+        raise DatasetError(f"the dataset's images are {h}x{w}; pass --image-size N to centre-crop them to N x N")
+    preset = args.preset or ("demo" if h <= 16 else "full")
+    overrides = {"image_size": h,
         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "seed": args.seed, "checkpoint_every": args.checkpoint_every, "precision": args.precision,
         "text_encoder": args.text_encoder,
@@ -68,11 +76,10 @@ def _sample(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .._atomic import atomic_open
-    from .model import load_model
+    from ..models import load_diffusion_model
 
-    model = load_model(args.model)
-    images = model.sample(args.prompts, seed=args.seed, steps=args.steps,
-                          guidance_scale=args.guidance)
+    model = load_diffusion_model(args.model)
+    images = model.generate(args.prompts, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
     os.makedirs(args.out, exist_ok=True)
     for i, (prompt, image) in enumerate(zip(args.prompts, images)):
         path = os.path.join(args.out, f"{i:03d}.png")

@@ -112,6 +112,14 @@ class T2IConfig:
             raise CheckpointError(f"unknown t2i preset {name!r}; choose one of {sorted(PRESETS)}.")
         base = dict(PRESETS[name])
         base.update({k: v for k, v in overrides.items() if v is not None})
+        size = int(base.get("image_size", 16))
+        if "unet" not in overrides and base["unet"]["sample_size"] != size:
+            # The preset's UNet, rebuilt for another image size (each level halves the side).
+            levels = len(base["unet"]["block_out_channels"])
+            if size < 2 ** levels or size % 2 ** (levels - 1):
+                raise CheckpointError(f"image size {size} does not suit the {name!r} preset's {levels}-level UNet: "
+                                      f"give a side ≥ {2 ** levels} divisible by {2 ** (levels - 1)}.")
+            base["unet"] = {**base["unet"], "sample_size": size}
         return cls(**base)
 
     def to_dict(self) -> dict[str, Any]:

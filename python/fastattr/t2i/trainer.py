@@ -14,11 +14,11 @@ import numpy as np
 from .._deps import require
 from ..errors import CheckpointError, DatasetError
 from .config import T2IConfig
-from .model import T2IModel, load_model, loss, read_json, save_model, to_model_input
+from .model import build_pipeline, load_model, read_json, save_model
 
 torch = require("torch", feature="fastattr.t2i")
 
-__all__ = ["train", "step_generator", "learning_rate_at"]
+__all__ = ["train", "step_generator", "learning_rate_at", "training_loss"]
 
 
 def step_generator(seed: int, step: int) -> "torch.Generator":
@@ -83,64 +83,82 @@ def _autocast(precision: str) -> Any:
     raise CheckpointError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'.")
 
 
+def training_loss(model: Any, x: "torch.Tensor", states: "torch.Tensor", timesteps: "torch.Tensor",
+                  noise: "torch.Tensor", min_snr_gamma: float) -> "torch.Tensor":
+    """Per-sample loss of one training step: the model's own loss, Min-SNR-γ weighted when γ > 0.
+
+    The weight is min(SNR_t, γ) / SNR_t for ε-prediction and min(SNR_t, γ) / (SNR_t + 1) for
+    v-prediction (Hang et al. 2023), so both weight the x0 error the same way.
+    """
+    per_sample = model.loss(x, states, timesteps, noise)
+    if min_snr_gamma > 0:
+        abar = model.alphas_cumprod[timesteps]
+        snr = abar / (1 - abar)
+        denominator = snr + 1 if model.prediction_type == "v_prediction" else snr
+        per_sample = per_sample * (snr.clamp(max=min_snr_gamma) / denominator)
+    return per_sample
+
+
 def train(
     dataset: Any, out: str | os.PathLike[str], config: T2IConfig | None = None, *,
     resume: bool = False, progress: bool = True, threads: int | None = None,
     log: Callable[[str], None] = print,
-) -> T2IModel:
-    """Train a model on ``dataset`` (a :class:`fastattr.world.Dataset` or its folder) into ``out``.
+) -> Any:
+    """Train a pixel-space model on ``dataset`` (a :class:`fastattr.data.Dataset` or any folder
+    :func:`fastattr.data.load_dataset` reads, resized to ``config.image_size``) into ``out``.
 
     Checkpoints every ``config.checkpoint_every`` steps and at the end. With ``resume=True`` an
     existing folder at ``out`` continues from its last checkpoint (its config wins, except that
-    ``steps`` may be raised) and ends with exactly the weights of an uninterrupted run.
+    ``steps`` may be raised) and ends with exactly the weights of an uninterrupted run. Returns the
+    trained :class:`fastattr.models.DiffusersModel`.
 
     Example:
-        >>> from fastattr.world import make_world
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp()
-        >>> ds = make_world(d + "/w", n_items=8, image_size=8)
-        >>> m = train(ds, d + "/m", T2IConfig.preset("tiny"), progress=False, log=lambda s: None)
-        >>> m.image_size
-        8
+        >>> model = train("runs/world", "runs/t2i", T2IConfig.preset("demo"))  # doctest: +SKIP
+        >>> model.resolution                                                  # doctest: +SKIP
+        16
     """
-    from ..world import Dataset, load_dataset
+    from ..data import Dataset, load_dataset
+    from ..models import DiffusersModel
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    out = Path(out)
     config = config or T2IConfig.preset("demo")
+    out = Path(out)
     start_step = 0
     if resume and (out / "train_state.json").is_file():
-        model = load_model(out)
+        model, saved = load_model(out)
         state = read_json(out / "train_state.json", "t2i model folder")
         start_step = int(state.get("step", 0))
-        if config.steps > model.config.steps:
-            model.config.steps = config.steps
-        config = model.config
+        if config.steps > saved.steps:
+            saved.steps = config.steps
+        config = saved
     else:
-        model = T2IModel.create(config)
+        model = None
     if config.ema_decay != 0:
         raise CheckpointError("ema_decay is reserved and must be 0: weight averaging is not implemented.")
+    _autocast(config.precision)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, image_size=config.image_size,
+                                                                  progress=progress)
     h, w = ds.image_size
     if h != w or h != config.image_size:
         raise DatasetError(
-            f"dataset images are {h}x{w} but the model config expects "
-            f"{config.image_size}x{config.image_size}; pick the matching preset or --image-size."
-        )
+            f"dataset images are {h}x{w} but the model config expects {config.image_size}x{config.image_size}; "
+            f"load the dataset with image_size={config.image_size} (the CLI does: --image-size).")
     if len(ds) < 1:
         raise DatasetError("the dataset has no items.")
-    unet = model.unet
+    if model is None:
+        model = DiffusersModel(build_pipeline(config))
+    pipeline, unet = model.pipeline, model.unet
     if config.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    images = to_model_input(np.asarray(ds.images))
+        unet.to(memory_format=torch.channels_last)
+    images = model.to_model_space(np.asarray(ds.images))
     # The frozen encoder is far bigger than the UNet: encode every distinct caption once.
     unique = list(dict.fromkeys(ds.captions))
     row_of = {c: i for i, c in enumerate(unique)}
     caption_rows = torch.tensor([row_of[c] for c in ds.captions])
     t0 = time.perf_counter()
-    table = model.encode_text(unique, progress=progress).to(torch.bfloat16)
-    uncond = model.encode_text([""])
-    model.text_encoder._cache.clear()  # the table holds them now
+    table = torch.cat([model.encode_prompts(unique[lo:lo + 256]) for lo in range(0, len(unique), 256)])
+    table = table.to(torch.bfloat16)
+    uncond = model.encode_prompts([""])
     log(f"encoded {len(unique)} captions in {time.perf_counter() - t0:.1f} s")
 
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
@@ -148,7 +166,6 @@ def train(
     names = {id(p): n for n, p in unet.named_parameters()}
     if start_step > 0 and (out / "optimizer.safetensors").is_file():
         _load_optimizer(optimizer, unet, out / "optimizer.safetensors")
-    ac = model.alphas_cumprod
     unet.train()
     steps = range(start_step, config.steps)
     bar = None
@@ -160,7 +177,8 @@ def train(
     t_start, cpu_start = time.perf_counter(), time.process_time()
 
     def checkpoint(step: int) -> None:
-        save_model(out, model, train_state={
+        unet.eval()
+        save_model(out, pipeline, config, train_state={
             "step": step, "seed": config.seed, "steps": config.steps,
             "loss": running, "n_items": len(ds), "dataset": str(ds.path) if ds.path else None,
             "train_seconds": round(time.perf_counter() - t_start, 2),
@@ -168,16 +186,18 @@ def train(
             "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
             "threads": torch.get_num_threads(), "load_avg": list(os.getloadavg()),
         }, extra_tensors=_optimizer_tensors(optimizer, names))
+        unet.train()
 
+    channels = int(images.shape[1])
     for step in steps:
         gen = step_generator(config.seed, step)
         idx = _batch_indices(len(ds), config.batch_size, config.seed, step)
         b = idx.shape[0]
         timesteps = torch.randint(0, config.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn((b, 3, h, w), generator=gen)
+        noise = torch.randn((b, channels, h, w), generator=gen)
         drop = torch.rand(b, generator=gen) < config.caption_dropout
         if config.offset_noise > 0:
-            noise = noise + config.offset_noise * torch.randn((b, 3, 1, 1), generator=gen)
+            noise = noise + config.offset_noise * torch.randn((b, channels, 1, 1), generator=gen)
         states = table[caption_rows[idx]].float()
         states[drop] = uncond[0]
         x = images[idx]
@@ -187,11 +207,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(config, step)
         with _autocast(config.precision):
-            per_sample = loss(unet, x, states, timesteps, noise, ac)
-            if config.min_snr_gamma > 0:
-                snr = ac[timesteps] / (1 - ac[timesteps])
-                per_sample = per_sample * (snr.clamp(max=config.min_snr_gamma) / snr)
-            value = per_sample.mean()
+            value = training_loss(model, x, states, timesteps, noise, config.min_snr_gamma).mean()
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -208,10 +224,11 @@ def train(
             checkpoint(done)
     if bar is not None:
         bar.close()
+    if config.channels_last:
+        unet.to(memory_format=torch.contiguous_format)
     checkpoint(config.steps)
     unet.eval()
-    if config.channels_last:
-        model.unet = unet.to(memory_format=torch.contiguous_format)
+    model.path = out
     log(f"trained {config.steps - start_step} steps in {time.perf_counter() - t_start:.1f} s "
         f"({time.process_time() - cpu_start:.1f} CPU s, {torch.get_num_threads()} threads, "
         f"load {os.getloadavg()[0]:.1f}; loss {running if running is not None else float('nan'):.4f}); "
