@@ -48,27 +48,25 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    from fastattr.t2i import load_model, to_model_input
-    from fastattr.teacher.curate import CurationConfig, curate
+    from fastattr.teacher.curate import CurationConfig, ItemInputs, QueryInputs, curate
     from fastattr.teacher.ekfac import load_fisher
     from fastattr.teacher.fisher import fit_fisher
-    from fastattr.teacher.pipeline import _item_text_states
+    from fastattr.teacher.inputs import dataset_inputs
+    from fastattr.teacher.pipeline import open_inputs
     from fastattr.teacher.teacher_set import load_teacher_set
-    from fastattr.world import load_dataset
 
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds, model = load_dataset(args.dataset), load_model(args.model)
+    ds, model = open_inputs(args.dataset, args.model)
     n_items = len(ds)
-    text = _item_text_states(model, list(ds.captions), out, progress=True)
+    x, text, item_key = dataset_inputs(model, ds, out)
     if args.fisher:
         fisher = load_fisher(args.fisher)
     elif (out / "fisher.safetensors").is_file():
         fisher = load_fisher(out / "fisher.safetensors")
     else:
-        fisher = fit_fisher(model.unet, to_model_input(np.asarray(ds.images)), torch.from_numpy(text),
-                            model.alphas_cumprod, seed=args.seed)
+        fisher = fit_fisher(model, x, text, seed=args.seed)
         fisher.save(out / "fisher.safetensors")
     rng = np.random.default_rng(args.seed)
     rows = np.sort(rng.choice(n_items, size=args.n, replace=False))
@@ -84,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         query_draws=args.query_draws or defaults.query_draws,
         eta=args.eta if args.eta is not None else defaults.eta, fisher_kind=args.fisher_kind, seed=args.seed,
         bf16=defaults.bf16 if args.bf16 is None else args.bf16)
-    teacher = load_teacher_set(curate(
-        out / "teacher", unet=model.unet, alphas_cumprod=model.alphas_cumprod, item_images=np.asarray(ds.images),
-        item_text_states=text, item_ids=np.asarray(ds.item_ids, np.int64), fisher=fisher,
-        query_captions=[ds.captions[r] for r in rows], query_images=queries, query_text_states=text[rows],
-        splits=["test" if full else "train"] * args.n, config=config, workers=args.workers, overwrite=True))
+    items = ItemInputs(x=x, text_states=text, ids=np.asarray(ds.item_ids, np.int64), digest=item_key)
+    query_inputs = QueryInputs(captions=[ds.captions[r] for r in rows], images=queries,
+                               x=model.to_model_space(queries).numpy(), text_states=np.asarray(text[rows]),
+                               splits=["test" if full else "train"] * args.n)
+    teacher = load_teacher_set(curate(out / "teacher", model, items, query_inputs, method=config.method(fisher),
+                                      config=config, workers=args.workers, overwrite=True))
     top1 = teacher.item_id[teacher.rank == 0]
     order = np.argsort(teacher.query_id[teacher.rank == 0])
     hits = top1[order] == rows

@@ -1,4 +1,4 @@
-"""Tiny text-conditioned UNets and data for the teacher tests (offline, seconds)."""
+"""Tiny diffusers pipelines (pixel and latent) and data for the teacher tests (offline, seconds)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,24 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 
-def make_tiny_unet(seed: int = 0, cross_dim: int = 6):
-    """A ~20k-parameter UNet2DConditionModel with Stable Diffusion's module names."""
-    from diffusers import UNet2DConditionModel
+@pytest.fixture(scope="session")
+def pipeline_folders(tmp_path_factory):
+    """name -> folder of a tiny pipeline saved with save_pretrained (see tests/_pipelines.py)."""
+    from _pipelines import PIPELINES
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_dim,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    )
-    return unet.eval()
-
-
-def make_alphas_cumprod(n: int = 100):
-    betas = torch.linspace(1e-4, 0.02 * 1000 / n, n)
-    return torch.cumprod(1.0 - betas, dim=0)
+    root = tmp_path_factory.mktemp("pipelines")
+    return {name: make(root / name) for name, make in PIPELINES.items()}
 
 
 @pytest.fixture(scope="session")
-def tiny():
-    """(unet, alphas_cumprod, images (12,3,8,8), text states (12,3,6)) with distinct items."""
+def tiny(pipeline_folders):
+    """(pixel-space model, model-space inputs (12,3,8,8), text states (12,3,32)) with distinct items."""
+    from fastattr.models import load_diffusion_model
+
     # One thread: these tiny ops gain nothing from more, and a loaded CI box makes OpenMP crawl.
     torch.set_num_threads(1)
+    model = load_diffusion_model(pipeline_folders["pixel"])
     gen = torch.Generator().manual_seed(1)
     images = torch.rand((12, 3, 8, 8), generator=gen) * 2 - 1
-    text = torch.randn((12, 3, 6), generator=gen)
-    return make_tiny_unet(), make_alphas_cumprod(), images, text
+    text = torch.randn((12, 3, 32), generator=gen)
+    return model, images, text

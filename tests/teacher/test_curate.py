@@ -8,37 +8,47 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastattr.errors import CheckpointError, InputError  # noqa: E402
-from fastattr.teacher.curate import CurationConfig, curate  # noqa: E402
+from fastattr.teacher.curate import CurationConfig, ItemInputs, QueryInputs, curate  # noqa: E402
 from fastattr.teacher.fisher import fit_fisher  # noqa: E402
 from fastattr.teacher.teacher_set import load_teacher_set  # noqa: E402
 from fastattr.teacher.worker import result_path  # noqa: E402
 
-LOSS = "fastattr.teacher.scoring:ddpm_loss"
+class _Run:
+    """curate() over fixed tiny inputs; keyword arguments override the config or curate's own."""
+
+    def __init__(self, model, items, queries, fisher, config):
+        self.model, self.items, self.queries, self.fisher, self.config = model, items, queries, fisher, config
+
+    def __call__(self, out, *, config=None, queries=None, **kwargs):
+        config = config or self.config
+        return curate(out, self.model, self.items, queries or self.queries, method=config.method(self.fisher),
+                      config=config, progress=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    unet, ac, images, text = tiny
-    item_images = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    from fastattr.t2i import to_model_input
+    from fastattr.models.diffusers_model import images_to_unit
 
-    fisher = fit_fisher(unet, to_model_input(item_images), text, ac, progress=False)
+    model, x, text = tiny
+    item_images = ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    item_x = images_to_unit(item_images)
+    fisher = fit_fisher(model, item_x, text, progress=False)
     # Queries: near copies of items 0, 5, 7 (train) and 3 (test), with their text states.
     rows = [0, 5, 7, 3]
     q_images = np.clip(item_images[rows].astype(int) + 2, 0, 255).astype(np.uint8)
-    kwargs = dict(unet=unet, alphas_cumprod=ac, item_images=item_images, item_text_states=text.numpy(),
-                  item_ids=np.arange(12), fisher=fisher, query_captions=[f"q{r}" for r in rows],
-                  query_images=q_images, query_text_states=text[rows].numpy(),
-                  splits=["train", "train", "train", "test"], loss_fn=LOSS, progress=False)
+    items = ItemInputs(x=item_x.numpy(), text_states=text.numpy(), ids=np.arange(12))
+    queries = QueryInputs(captions=[f"q{r}" for r in rows], images=q_images,
+                          x=model.to_model_space(q_images).numpy(), text_states=text[rows].numpy(),
+                          splits=["train", "train", "train", "test"])
     config = CurationConfig(candidates_k=8, subsample_m=6, n_timesteps=4, query_draws=16, eta=0.01,
                             batch_size=64, n_train_queries=3, n_test_queries=1)
-    return kwargs, config, rows
+    return _Run(model, items, queries, fisher, config), config, rows
 
 
 def test_contract_and_determinism(setup, tmp_path) -> None:
-    kwargs, config, rows = setup
-    a = load_teacher_set(curate(tmp_path / "a", config=config, **kwargs))
-    b = load_teacher_set(curate(tmp_path / "b", config=config, **kwargs))
+    run, config, rows = setup
+    a = load_teacher_set(run(tmp_path / "a"))
+    b = load_teacher_set(run(tmp_path / "b"))
     assert a.meta["format"] == "fastattr-teacher-set" and a.meta["n_items"] == 12
     assert a.meta["candidates_k"] == 8 and a.meta["subsample_m"] == 6 and len(a.meta["timesteps"]) == 4
     assert a.splits == ["train", "train", "train", "test"]
@@ -59,8 +69,8 @@ def test_contract_and_determinism(setup, tmp_path) -> None:
 
 
 def test_resume_skips_finished_queries(setup, tmp_path) -> None:
-    kwargs, config, _ = setup
-    first = load_teacher_set(curate(tmp_path / "r", config=config, **kwargs))
+    run, config, _ = setup
+    first = load_teacher_set(run(tmp_path / "r"))
     work = tmp_path / "r" / "work"
     # Simulate a crash after queries 0 and 1: drop the later results, and mark query 0's file so
     # that a recomputation would be visible.
@@ -69,7 +79,7 @@ def test_resume_skips_finished_queries(setup, tmp_path) -> None:
     with np.load(result_path(work, 0)) as r:
         rows, score = r["item_rows"], r["score"]
     np.savez(result_path(work, 0), item_rows=rows, score=np.arange(len(rows), dtype=np.float32))
-    again = load_teacher_set(curate(tmp_path / "r", config=config, **kwargs))
+    again = load_teacher_set(run(tmp_path / "r"))
     assert again.meta["resumed_queries"] == 2
     sel = again.query_id == 0
     assert np.array_equal(again.score[sel], np.arange(len(rows), dtype=np.float32))  # not recomputed
@@ -80,39 +90,36 @@ def test_resume_skips_finished_queries(setup, tmp_path) -> None:
 
 
 def test_parallel_workers_match_serial(setup, tmp_path) -> None:
-    kwargs, config, _ = setup
-    serial = load_teacher_set(curate(tmp_path / "s", config=config, **kwargs))
-    parallel = load_teacher_set(curate(tmp_path / "p", config=config, workers=2, **kwargs))
+    run, config, _ = setup
+    serial = load_teacher_set(run(tmp_path / "s"))
+    parallel = load_teacher_set(run(tmp_path / "p", workers=2))
     assert np.array_equal(serial.item_id, parallel.item_id)
     np.testing.assert_allclose(serial.score, parallel.score, rtol=1e-4, atol=1e-6)
 
 
 def test_errors(setup, tmp_path) -> None:
-    kwargs, config, _ = setup
-    curate(tmp_path / "e", config=config, **kwargs)
+    run, config, _ = setup
+    run(tmp_path / "e")
     other = CurationConfig(**{**config.__dict__, "seed": 1})
     with pytest.raises(CheckpointError, match="other inputs or settings"):
-        curate(tmp_path / "e", config=other, **kwargs)
-    curate(tmp_path / "e", config=other, overwrite=True, **kwargs)  # explicit restart works
+        run(tmp_path / "e", config=other)
+    run(tmp_path / "e", config=other, overwrite=True)  # explicit restart works
     # A new η keeps the prepared inputs (losses before unlearning), only the results are redone.
     base = tmp_path / "e" / "work" / "base_losses.npy"
     stamp = base.stat().st_mtime_ns
-    curate(tmp_path / "e", config=CurationConfig(**{**other.__dict__, "eta": 0.02}), overwrite=True, **kwargs)
+    run(tmp_path / "e", config=CurationConfig(**{**other.__dict__, "eta": 0.02}), overwrite=True)
     assert base.stat().st_mtime_ns == stamp
-    bad = dict(kwargs)
     with pytest.raises(InputError, match="candidates_k"):
-        curate(tmp_path / "x", config=CurationConfig(candidates_k=99), **kwargs)
+        run(tmp_path / "x", config=CurationConfig(candidates_k=99))
     with pytest.raises(InputError, match="fisher_kind"):
-        curate(tmp_path / "x", config=CurationConfig(fisher_kind="kfac", candidates_k=4), **kwargs)
-    bad["splits"] = ["train", "valid", "train", "test"]
+        run(tmp_path / "x", config=CurationConfig(fisher_kind="kfac", candidates_k=4))
+    import dataclasses
+
     with pytest.raises(InputError, match="splits"):
-        curate(tmp_path / "x", config=config, **bad)
-    bad = dict(kwargs, query_images=kwargs["query_images"][:2])
+        run(tmp_path / "x", queries=dataclasses.replace(run.queries, splits=["train", "valid", "train", "test"]))
     with pytest.raises(InputError, match="one of each per query"):
-        curate(tmp_path / "x", config=config, **bad)
+        run(tmp_path / "x", queries=dataclasses.replace(run.queries, images=run.queries.images[:2]))
     with pytest.raises(InputError, match="workers"):
-        curate(tmp_path / "x", config=config, workers=0, **kwargs)
-    with pytest.raises(CheckpointError, match="loss function"):
-        curate(tmp_path / "x", config=config, **dict(kwargs, loss_fn="os:system"))
+        run(tmp_path / "x", workers=0)
     with pytest.raises(CheckpointError, match="no teacher_set.json"):
         load_teacher_set(tmp_path / "x")

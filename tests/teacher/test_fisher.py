@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402
 
 from fastattr.errors import CheckpointError, DatasetError, InputError  # noqa: E402
 from fastattr.teacher.fisher import _batches, fit_fisher  # noqa: E402
 from fastattr.teacher.layers import PerSampleGrads, find_kv_layers  # noqa: E402
-from fastattr.teacher.scoring import ddpm_loss  # noqa: E402
 
 
-def _autograd_per_sample(unet, images, text, ac, batch_size):
+def _autograd_per_sample(model, images, text, batch_size):
     """Slow reference: one backward per sample, plain autograd, no hooks."""
-    layers = find_kv_layers(unet)
+    layers = find_kv_layers(model.unet)
     grads = {name: [] for name in layers}
-    for idx, t, noise in _batches(len(images), 1, batch_size, 0, tuple(images.shape[1:]), len(ac)):
+    for idx, t, noise in _batches(len(images), 1, batch_size, 0, tuple(images.shape[1:]), model.num_train_timesteps):
         for k, i in enumerate(idx.tolist()):
-            loss = ddpm_loss(unet, images[i : i + 1], text[i : i + 1], t[k : k + 1], noise[k : k + 1], ac)
+            loss = model.loss(images[i : i + 1], text[i : i + 1], t[k : k + 1], noise[k : k + 1])
             gs = torch.autograd.grad(loss.sum(), [layer.weight for layer in layers.values()])
             for name, g in zip(layers, gs):
                 grads[name].append(g.double())
@@ -26,9 +26,9 @@ def _autograd_per_sample(unet, images, text, ac, batch_size):
 
 
 def test_fit_matches_explicit_per_sample_gradients(tiny) -> None:
-    unet, ac, images, text = tiny
-    fisher = fit_fisher(unet, images, text, ac, batch_size=5, progress=False)
-    ref = _autograd_per_sample(unet, images, text, ac, batch_size=5)
+    model, images, text = tiny
+    fisher = fit_fisher(model, images, text, batch_size=5, progress=False)
+    ref = _autograd_per_sample(model, images, text, batch_size=5)
     assert fisher.n_samples == len(images)
     for name, grads in ref.items():
         layer = fisher.layers[name]
@@ -42,13 +42,14 @@ def test_fit_matches_explicit_per_sample_gradients(tiny) -> None:
 
 
 def test_token_wise_factors(tiny) -> None:
-    unet, ac, images, text = tiny
+    model, images, text = tiny
+    unet = model.unet
     with PerSampleGrads(unet) as cap:
-        t = torch.full((4,), 30)
-        ddpm_loss(unet, images[:4], text[:4], t, torch.randn(4, 3, 8, 8), ac).sum().backward()
+        t = torch.full((4,), 300)
+        model.loss(images[:4], text[:4], t, torch.randn(4, 3, 8, 8)).sum().backward()
         name = next(iter(cap.layers))
         a, g = cap.tokens(name)
-        assert a.shape == (4, 3, 6)  # the key/value layers see every text token
+        assert a.shape == (4, 3, 32)  # the key/value layers see every text token
         torch.testing.assert_close(a, text[:4])
         per = cap.per_sample()[name]
         torch.testing.assert_close(per.sum(0), cap.layers[name].weight.grad, rtol=1e-4, atol=1e-7)
@@ -56,12 +57,24 @@ def test_token_wise_factors(tiny) -> None:
     assert all(p.requires_grad for p in unet.parameters())  # flags restored
 
 
+def test_latent_model_fisher(pipeline_folders) -> None:
+    from fastattr.models import load_diffusion_model
+
+    model = load_diffusion_model(pipeline_folders["latent-v"])
+    x = model.to_model_space(np.full((3, 16, 16, 3), 127, np.uint8))
+    text = model.encode_prompts(["a", "b", "c"])
+    fisher = fit_fisher(model, x, text, batch_size=2, progress=False)
+    assert fisher.n_samples == 3 and set(fisher.layers) == set(model.kv_layers())
+    assert all(bool(torch.isfinite(layer.eigvals).all()) for layer in fisher.layers.values())
+
+
 def test_errors(tiny) -> None:
-    unet, ac, images, text = tiny
+    model, images, text = tiny
+    unet = model.unet
     with pytest.raises(DatasetError, match="one text state per image"):
-        fit_fisher(unet, images, text[:3], ac, progress=False)
+        fit_fisher(model, images, text[:3], progress=False)
     with pytest.raises(InputError, match="must be ≥ 1"):
-        fit_fisher(unet, images, text, ac, draws_per_item=0, progress=False)
+        fit_fisher(model, images, text, draws_per_item=0, progress=False)
     with pytest.raises(CheckpointError, match="no cross-attention key/value layers"):
         find_kv_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     with PerSampleGrads(unet) as cap:

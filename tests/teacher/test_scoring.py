@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 
 from fastattr.errors import InputError  # noqa: E402
 from fastattr.teacher.scoring import (  # noqa: E402
-    ddpm_loss,
     grid_losses,
     item_noise,
     scores_from_losses,
@@ -33,15 +32,15 @@ def test_grid_and_noise_are_deterministic() -> None:
 
 
 def test_grid_losses_match_direct_loss_and_flip(tiny) -> None:
-    unet, ac, images, text = tiny
-    ts = timestep_grid(3, len(ac))
+    model, images, text = tiny
+    ts = timestep_grid(3, model.num_train_timesteps)
     noise = item_noise(range(5), ts, (3, 8, 8), seed=1)
-    got = grid_losses(unet, images[:5], text[:5], noise, ts, ac, batch_size=4)
+    got = grid_losses(model, images[:5], text[:5], noise, ts, batch_size=4)
     with torch.no_grad():
-        direct = ddpm_loss(unet, images[2:3].expand(3, -1, -1, -1), text[2:3].expand(3, -1, -1), ts, noise[2], ac)
+        direct = model.loss(images[2:3].expand(3, -1, -1, -1), text[2:3].expand(3, -1, -1), ts, noise[2])
     torch.testing.assert_close(got[2], direct, rtol=1e-5, atol=1e-6)
-    flipped = grid_losses(unet, images[:5], text[:5], noise, ts, ac, flip=True)
-    ref = grid_losses(unet, images[:5].flip(-1), text[:5], noise, ts, ac)
+    flipped = grid_losses(model, images[:5], text[:5], noise, ts, flip=True)
+    ref = grid_losses(model, images[:5].flip(-1), text[:5], noise, ts)
     torch.testing.assert_close(flipped, ref)
 
 
@@ -53,8 +52,8 @@ def test_scores_from_losses_flip_max() -> None:
 
 
 def test_errors(tiny) -> None:
-    unet, ac, images, text = tiny
+    model, images, text = tiny
     with pytest.raises(InputError, match="timestep grid size"):
         timestep_grid(0, 1000)
     with pytest.raises(InputError, match="disagree"):
-        grid_losses(unet, images[:2], text[:2], torch.zeros(3, 2, 3, 8, 8), timestep_grid(2, len(ac)), ac)
+        grid_losses(model, images[:2], text[:2], torch.zeros(3, 2, 3, 8, 8), timestep_grid(2, 1000))

@@ -25,7 +25,6 @@ __all__ = [
     "load_fisher",
     "load_teacher_set",
     "query_gradient",
-    "unlearned_copy",
     "unlearning_delta",
 ]
 
@@ -42,7 +41,6 @@ _LAZY = {
     "load_teacher_set": "fastattr.teacher.teacher_set",
     "apply_delta": "fastattr.teacher.unlearn",
     "query_gradient": "fastattr.teacher.unlearn",
-    "unlearned_copy": "fastattr.teacher.unlearn",
     "unlearning_delta": "fastattr.teacher.unlearn",
 }
 

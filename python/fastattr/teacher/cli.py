@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register"]
+__all__ = ["register", "DATASET_HELP", "MODEL_HELP", "PROMPTS_HELP", "QUERY_IMAGES_HELP", "CAPTION_HELP"]
+
+DATASET_HELP = ("dataset: a fastattr world folder, an items.jsonl image folder, a Hugging Face imagefolder "
+                "(metadata.jsonl/.csv with file_name + caption column) or a folder of webdataset .tar shards")
+MODEL_HELP = ("diffusers pipeline folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/, "
+              "and vae/ for latent models), e.g. what `fastattr t2i train` or save_pretrained writes")
+PROMPTS_HELP = ("query prompts, one a line (or JSON lines {\"prompt\": ..., \"split\": \"train\"|\"test\"}); "
+                "images are generated with the model, seeded. Default for the embedded world: its held-out captions")
+QUERY_IMAGES_HELP = ("logged generations to attribute: an imagefolder (image files + metadata.jsonl/.csv with "
+                     "file_name and the prompt in the caption column)")
+CAPTION_HELP = "caption column of an imagefolder's metadata (default: the first of text, caption, prompt)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit-fisher", help="fit the K/V Fisher (diagonal + EK-FAC) of a T2I model over its training set",
         description="Fit the diagonal and EK-FAC Fisher of the cross-attention key/value weights from "
         "per-sample gradients of the training loss; write one safetensors file.")
-    fit.add_argument("--dataset", required=True, help="dataset folder (fastattr world make)")
-    fit.add_argument("--model", required=True, help="T2I model folder (fastattr t2i train)")
+    fit.add_argument("--dataset", required=True, help=DATASET_HELP)
+    fit.add_argument("--model", required=True, help=MODEL_HELP)
+    fit.add_argument("--caption-column", default=None, help=CAPTION_HELP)
     fit.add_argument("--out", required=True, help="Fisher file to write, e.g. runs/fisher.safetensors")
     fit.add_argument("--draws-per-item", type=int, default=1, help="(timestep, noise) draws per item (default 1)")
     fit.add_argument("--batch-size", type=int, default=64)
@@ -27,11 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cur = sub.add_parser(
         "curate", help="rank training items for generated queries (Algorithm 1); resumable, parallel",
-        description="Generate query images from held-out captions, unlearn each one (AbU+/AbU) and rank "
-        "its candidates by the loss increase. A rerun continues where a crashed run stopped.")
-    cur.add_argument("--dataset", required=True, help="dataset folder")
-    cur.add_argument("--model", required=True, help="T2I model folder")
+        description="Generate query images from prompts (or read logged generations), unlearn each one "
+        "(AbU+/AbU) and rank its candidates by the loss increase. A rerun continues where a crashed "
+        "run stopped.")
+    cur.add_argument("--dataset", required=True, help=DATASET_HELP)
+    cur.add_argument("--model", required=True, help=MODEL_HELP)
     cur.add_argument("--out", required=True, help="teacher-set folder to write")
+    source = cur.add_mutually_exclusive_group()
+    source.add_argument("--prompts", default=None, help=PROMPTS_HELP)
+    source.add_argument("--query-images", default=None, help=QUERY_IMAGES_HELP)
+    cur.add_argument("--caption-column", default=None, help=CAPTION_HELP)
     cur.add_argument("--fisher", default=None, help="Fisher file (default: fit one, cached in OUT/work)")
     cur.add_argument("--full", action="store_true",
                      help="full-size settings (1000+100 queries, K=1000, M=500, 16 timesteps, 512 draws)")
@@ -68,7 +84,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     fisher = fit_fisher_on_folders(args.dataset, args.model, args.out, draws_per_item=args.draws_per_item,
-                                   batch_size=args.batch_size, seed=args.seed)
+                                   batch_size=args.batch_size, seed=args.seed, caption_column=args.caption_column)
     print(f"wrote the Fisher of {len(fisher.layers)} key/value layers ({fisher.n_samples} samples) to {args.out}")
     return 0
 
@@ -97,9 +113,12 @@ def _curate(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline import curate_folders
+    from .queries import QuerySpec
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    spec = QuerySpec(prompts=args.prompts, query_images=args.query_images, caption_column=args.caption_column)
     curate_folders(args.dataset, args.model, args.out, config=_config(args), fisher=args.fisher,
+                   queries=spec, caption_column=args.caption_column,
                    fisher_draws_per_item=args.fisher_draws_per_item, sample_steps=args.sample_steps,
                    guidance_scale=args.guidance_scale, workers=args.workers, overwrite=args.overwrite)
     return 0

@@ -10,21 +10,24 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .._atomic import save_npy, write_bytes, write_json
+from .._atomic import atomic_open, write_json
 from ..errors import CheckpointError, InputError
 from .ekfac import FISHER_KINDS, KVFisher
 from .features import FEATURE_DESCRIPTION, retrieval_features, retrieval_means, subsample, top_k_candidates
-from .scoring import grid_losses, item_noise, seed_of, timestep_grid
+from .method import AbUPlus, TeacherMethod
+from .scoring import seed_of
 from .teacher_set import write_teacher_set
-from .worker import Scorer, init_process, resolve_loss_fn, result_path, run_in_process
+from .worker import Worker, init_process, result_path, run_in_process
 
-__all__ = ["CurationConfig", "curate"]
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
+
+__all__ = ["CurationConfig", "ItemInputs", "QueryInputs", "curate"]
 
 
 @dataclass
@@ -80,138 +83,175 @@ class CurationConfig:
         if self.query_draws < 1 or self.batch_size < 1 or not self.eta > 0:
             raise InputError("query_draws and batch_size must be ≥ 1 and eta > 0")
 
+    def method(self, fisher: KVFisher) -> AbUPlus:
+        """The AbU+ (or AbU, with ``fisher_kind="diag"``) method with these settings."""
+        return AbUPlus(fisher=fisher, fisher_kind=self.fisher_kind, eta=self.eta, query_draws=self.query_draws,
+                       n_timesteps=self.n_timesteps, flip=self.flip, bf16=self.bf16,
+                       batch_size=self.batch_size, seed=self.seed)
 
-def _digest(*arrays: Any) -> str:
+
+@dataclass
+class ItemInputs:
+    """The training items as the model sees them, in dataset row order.
+
+    Attributes:
+        x: (N, C, h, w) float32 model-space inputs (may be memory-mapped).
+        text_states: (N, L, D) float32 text states of the captions (may be memory-mapped).
+        ids: (N,) external item ids (they seed each item's fixed noise).
+        digest: a digest of the three, when the caller already has one (e.g. the model-space
+            cache's key); otherwise curation hashes the arrays.
+    """
+
+    x: Any
+    text_states: Any
+    ids: np.ndarray
+    digest: str | None = None
+
+    def __len__(self) -> int:
+        return int(len(self.ids))
+
+
+@dataclass
+class QueryInputs:
+    """The queries: prompts, their (generated or logged) images, model-space inputs and splits."""
+
+    captions: list[str]
+    images: np.ndarray          # uint8 (Q, R, R, 3), stored in the teacher set for the student
+    x: Any                      # (Q, C, h, w) float32
+    text_states: Any            # (Q, L, D) float32
+    splits: list[str]           # "train" | "test" per query
+    sources: list[str] | None = None   # "generated" or the logged image's path, per query
+
+    def check(self) -> None:
+        n_q = len(self.captions)
+        if not (len(self.images) == len(self.x) == len(self.text_states) == len(self.splits) == n_q):
+            raise InputError(f"{n_q} query captions but {len(self.images)} images, {len(self.x)} inputs, "
+                             f"{len(self.text_states)} text states and {len(self.splits)} splits: give one "
+                             "of each per query")
+        if set(self.splits) - {"train", "test"}:
+            raise InputError(f"query splits must be 'train' or 'test', got {sorted(set(self.splits))}")
+        if n_q == 0:
+            raise InputError("curation needs at least one query")
+
+
+def _digest(*parts: Any) -> str:
+    """blake2b over strings, bytes and arrays; arrays are hashed a slice at a time (memory maps)."""
     h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        if isinstance(a, (str, bytes)):
-            h.update(a.encode() if isinstance(a, str) else a)
+    for part in parts:
+        if isinstance(part, str):
+            h.update(part.encode())
+        elif isinstance(part, bytes):
+            h.update(part)
         else:
-            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+            array = part.detach().numpy() if isinstance(part, torch.Tensor) else part
+            h.update(f"{array.shape}{np.asarray(array[:0]).dtype}".encode())
+            for lo in range(0, len(array), 4096):
+                h.update(np.ascontiguousarray(array[lo:lo + 4096]).tobytes())
     return h.hexdigest()
 
 
-def _prepare(work: Path, run_info: dict[str, Any], *, unet: nn.Module, alphas_cumprod: torch.Tensor,
-             item_images: np.ndarray, item_text: np.ndarray, item_ids: np.ndarray,
-             query_images: np.ndarray, query_text: np.ndarray, progress: bool) -> None:
-    """Write everything the workers read; then the base losses, computed once for all queries."""
-    from safetensors.torch import save
-    from tqdm.auto import tqdm
+def _save_rows(path: Path, array: Any) -> None:
+    """Save an (n, ...) array or tensor as float32 ``.npy`` a slice at a time, atomically."""
+    src = array.detach().numpy() if isinstance(array, torch.Tensor) else array
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(src.shape))
+    for lo in range(0, len(src), 4096):
+        out[lo:lo + 4096] = np.asarray(src[lo:lo + 4096], dtype=np.float32)
+    out.flush()
+    del out
+    os.replace(tmp, path)
 
-    from ..t2i import to_model_input
 
-    cfg = run_info["config"]
-    unet_cfg = {k: v for k, v in dict(unet.config).items()}
-    write_json(work / "unet_config.json", unet_cfg)
-    state = {k: v.detach().contiguous() for k, v in unet.state_dict().items()}
-    write_bytes(work / "unet.safetensors", save(state))
-    save_npy(work / "alphas_cumprod.npy", alphas_cumprod.float().numpy())
-    item_x = to_model_input(np.asarray(item_images))
-    save_npy(work / "item_x.npy", item_x.numpy())
-    save_npy(work / "item_text_states.npy", np.asarray(item_text, dtype=np.float32))
-    save_npy(work / "query_x.npy", to_model_input(np.asarray(query_images)).numpy())
-    save_npy(work / "query_text_states.npy", np.asarray(query_text, dtype=np.float32))
-    ts = torch.tensor(run_info["timesteps"], dtype=torch.long)
-    noise = item_noise(item_ids, ts, tuple(item_x.shape[1:]), seed=cfg["seed"])
-    save_npy(work / "item_noise.npy", noise.numpy())
-
-    # Candidates: top-K by the frozen feature (+ uniform subsample) for train queries, all items for test.
-    n_items = len(item_images)
-    pix_mean, txt_mean = retrieval_means(np.asarray(item_images), item_text)
-    item_f = retrieval_features(np.asarray(item_images), np.asarray(item_text), pixel_mean=pix_mean, text_mean=txt_mean)
-    query_f = retrieval_features(np.asarray(query_images), np.asarray(query_text), pixel_mean=pix_mean, text_mean=txt_mean)
-    splits = run_info["splits"]
-    train_q = [q for q, s in enumerate(splits) if s == "train"]
-    top = top_k_candidates(query_f[train_q], item_f, cfg["candidates_k"]) if train_q else None
+def _candidates(items: ItemInputs, queries: QueryInputs, config: CurationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's candidate rows: all items for test queries, top-K by the frozen feature
+    (+ a uniform subsample of M) for train queries. Returns (offsets, concatenated rows)."""
+    n_items = len(items)
+    x_mean, txt_mean = retrieval_means(items.x, items.text_states)
+    train_q = [q for q, s in enumerate(queries.splits) if s == "train"]
+    top = None
+    if train_q:
+        item_f = retrieval_features(items.x, items.text_states, input_mean=x_mean, text_mean=txt_mean)
+        query_f = retrieval_features(np.asarray(queries.x)[train_q], np.asarray(queries.text_states)[train_q],
+                                     input_mean=x_mean, text_mean=txt_mean)
+        top = top_k_candidates(query_f, item_f, config.candidates_k)
     lists: list[np.ndarray] = []
-    for q, split in enumerate(splits):
+    for q, split in enumerate(queries.splits):
         if split == "test":
             lists.append(np.arange(n_items, dtype=np.int64))
         else:
-            rng = np.random.default_rng(seed_of(cfg["seed"], "subsample", q))
-            lists.append(subsample(top[train_q.index(q)], cfg["subsample_m"], rng))
+            rng = np.random.default_rng(seed_of(config.seed, "subsample", q))
+            lists.append(subsample(top[train_q.index(q)], config.subsample_m, rng))
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in lists])]).astype(np.int64)
-    from .._atomic import atomic_open
+    return offsets, np.concatenate(lists)
 
+
+def _prepare(work: Path, model: "DiffusionModel", items: ItemInputs, queries: QueryInputs,
+             method: TeacherMethod, config: CurationConfig, fingerprint: str, progress: bool) -> None:
+    """Write everything the workers read, then the method's query-independent part, once."""
+    _save_rows(work / "item_x.npy", items.x)
+    _save_rows(work / "item_text_states.npy", items.text_states)
+    _save_rows(work / "query_x.npy", queries.x)
+    _save_rows(work / "query_text_states.npy", queries.text_states)
+    offsets, rows = _candidates(items, queries, config)
     with atomic_open(work / "candidates.npz", "wb") as handle:
-        np.savez(handle, offsets=offsets, items=np.concatenate(lists))
-
-    loss_fn = resolve_loss_fn(run_info["loss_fn"])
-    chunk = 512
-    for name, flip in (("base_losses", False), ("base_losses_flip", True)):
-        if flip and not cfg["flip"]:
-            continue
-        out = torch.empty(n_items, len(ts))
-        for start in tqdm(range(0, n_items, chunk), desc="losses before unlearning", disable=not progress):
-            sl = slice(start, start + chunk)
-            out[sl] = grid_losses(unet, item_x[sl], torch.from_numpy(np.asarray(item_text[sl], np.float32)),
-                                  noise[sl], ts, alphas_cumprod, loss_fn=loss_fn,
-                                  batch_size=cfg["batch_size"], flip=flip, autocast_bf16=cfg["bf16"])
-        save_npy(work / f"{name}.npy", out.numpy())
-    write_json(work / "prepared.json", {"fingerprint": run_info["prep_fingerprint"]})
+        np.savez(handle, offsets=offsets, items=rows)
+    method.prepare(work, model, item_ids=np.asarray(items.ids, dtype=np.int64), progress=progress)
+    write_json(work / "prepared.json", {"fingerprint": fingerprint})
 
 
 def curate(
     out: str | os.PathLike[str],
+    model: "DiffusionModel",
+    items: ItemInputs,
+    queries: QueryInputs,
     *,
-    unet: nn.Module,
-    alphas_cumprod: torch.Tensor,
-    item_images: np.ndarray,
-    item_text_states: np.ndarray | torch.Tensor,
-    item_ids: Sequence[int] | np.ndarray,
-    fisher: KVFisher,
-    query_captions: Sequence[str],
-    query_images: np.ndarray,
-    query_text_states: np.ndarray | torch.Tensor,
-    splits: Sequence[str],
+    method: TeacherMethod,
     config: CurationConfig | None = None,
-    loss_fn: str = "fastattr.t2i:loss",
     workers: int = 1,
     progress: bool = True,
     overwrite: bool = False,
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Rank training items for every query with the teacher and write the teacher-set folder.
+    """Rank training items for every query with ``method`` and write the teacher-set folder.
 
     Resumable: ``out/work`` keeps the prepared inputs and one result file per finished query; a
     rerun with the same inputs and settings skips what is done. A different run refuses to reuse
     the folder unless ``overwrite``. With ``workers > 1`` the queries are spread over spawned
-    processes of one thread each.
+    processes of one thread each, which rebuild the model from its folder (``model.path``).
 
     Example:
-        >>> curate("runs/teacher", unet=m.unet, alphas_cumprod=m.alphas_cumprod, ...)  # doctest: +SKIP
+        >>> method = CurationConfig().method(fisher)                             # doctest: +SKIP
+        >>> curate("runs/teacher", model, items, queries, method=method)         # doctest: +SKIP
     """
     config = config or CurationConfig()
-    n_items = len(item_images)
+    n_items = len(items)
     config.check(n_items)
-    n_q = len(query_captions)
-    if not (len(query_images) == len(splits) == n_q == len(query_text_states)):
-        raise InputError(f"{n_q} query captions but {len(query_images)} images, {len(query_text_states)} "
-                         f"text states and {len(splits)} splits: give one of each per query")
-    if set(splits) - {"train", "test"}:
-        raise InputError(f"query splits must be 'train' or 'test', got {sorted(set(splits))}")
-    if len(item_text_states) != n_items or len(item_ids) != n_items:
-        raise InputError(f"{n_items} items but {len(item_text_states)} text states and {len(item_ids)} ids")
+    queries.check()
+    if len(items.text_states) != n_items or len(items.x) != n_items:
+        raise InputError(f"{n_items} item ids but {len(items.x)} inputs and {len(items.text_states)} text states")
     if workers < 1:
         raise InputError(f"workers must be ≥ 1, got {workers}")
-    resolve_loss_fn(loss_fn)
+    if workers > 1 and model.path is None:
+        raise InputError("curation with workers > 1 rebuilds the model from its folder in each process; "
+                         "load the model with fastattr.models.load_diffusion_model(folder) or use workers=1")
     root, work = Path(out), Path(out) / "work"
-    item_text = np.asarray(item_text_states, dtype=np.float32)
-    query_text = np.asarray(query_text_states, dtype=np.float32)
-    ts = timestep_grid(config.n_timesteps, int(alphas_cumprod.shape[0]))
-    weights = [v.detach().float().numpy() for v in unet.state_dict().values()]
-    # Two fingerprints: the prepared inputs (noise, candidates, losses before unlearning) depend
-    # on the data and the scoring grid only, so changing η, the draws or the Fisher keeps them.
-    prep_keys = ("seed", "n_timesteps", "candidates_k", "subsample_m", "flip", "bf16")
-    prep_fingerprint = _digest(json.dumps({k: getattr(config, k) for k in prep_keys}, sort_keys=True), loss_fn,
-                               *weights, alphas_cumprod.numpy(), np.asarray(item_images), item_text,
-                               np.asarray(item_ids, np.int64), np.asarray(query_images), query_text,
-                               json.dumps([list(query_captions), list(splits)]))
+    n_q = len(queries.captions)
+    item_digest = items.digest or _digest(items.x, items.text_states, np.asarray(items.ids, np.int64))
+    candidate_keys = ("seed", "candidates_k", "subsample_m")
+    # Two fingerprints: the prepared inputs (candidates, the method's query-independent part)
+    # and the whole run (adds the method's other settings).
+    prep_fingerprint = _digest(
+        json.dumps({"candidates": {k: getattr(config, k) for k in candidate_keys},
+                    "method": method.prepare_settings()}, sort_keys=True),
+        model.digest(), item_digest, queries.images, queries.x, queries.text_states,
+        json.dumps([list(queries.captions), list(queries.splits)]))
     fingerprint = _digest(prep_fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True),
-                          fisher.digest())
+                          json.dumps(method.settings(), sort_keys=True))
     run_info = {"fingerprint": fingerprint, "prep_fingerprint": prep_fingerprint,
-                "config": dataclasses.asdict(config), "loss_fn": loss_fn,
-                "n_items": n_items, "timesteps": ts.tolist(), "splits": list(splits)}
+                "config": dataclasses.asdict(config), "method": method.settings(),
+                "model": {"path": str(Path(model.path).resolve()) if model.path else None,
+                          "digest": model.digest()},
+                "n_items": n_items, "splits": list(queries.splits)}
     old = work / "run.json"
     if old.is_file():
         if json.loads(old.read_text(encoding="utf-8")).get("fingerprint") != fingerprint:
@@ -223,31 +263,35 @@ def curate(
             shutil.rmtree(work / "results", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     write_json(old, run_info)
-    write_bytes(work / "fisher.safetensors", fisher.to_bytes())
     prepared = work / "prepared.json"
     if not (prepared.is_file() and json.loads(prepared.read_text()).get("fingerprint") == prep_fingerprint):
-        _prepare(work, run_info, unet=unet, alphas_cumprod=alphas_cumprod, item_images=item_images,
-                 item_text=item_text, item_ids=np.asarray(item_ids), query_images=query_images,
-                 query_text=query_text, progress=progress)
+        _prepare(work, model, items, queries, method, config, prep_fingerprint, progress)
     pending = [q for q in range(n_q) if not result_path(work, q).is_file()]
     start = time.perf_counter()
-    seconds = _score_all(work, pending, workers=workers, progress=progress)
+    seconds = _score_all(work, pending, method=method, model=model, workers=workers, progress=progress)
     results = []
     for q in range(n_q):
         with np.load(result_path(work, q), allow_pickle=False) as r:
             results.append((r["item_rows"], r["score"]))
     meta = {"n_items": n_items, "candidates_k": config.candidates_k, "subsample_m": config.subsample_m,
-            "timesteps": ts.tolist(), "n_queries": n_q, "n_train_queries": list(splits).count("train"),
-            "n_test_queries": list(splits).count("test"), "method": "AbU+" if config.fisher_kind == "ekfac" else "AbU",
-            "config": dataclasses.asdict(config), "loss_fn": loss_fn, "candidate_feature": FEATURE_DESCRIPTION,
+            **method.describe(model), "n_queries": n_q,
+            "n_train_queries": list(queries.splits).count("train"),
+            "n_test_queries": list(queries.splits).count("test"), "method": method.name,
+            "method_settings": method.settings(), "config": dataclasses.asdict(config),
+            "model": run_info["model"], "model_space": {"latent": bool(model.latent),
+                                                        "shape": list(model.model_space_shape),
+                                                        "prediction_type": model.prediction_type},
+            "candidate_feature": FEATURE_DESCRIPTION,
             "seconds_per_query": {s: float(np.mean(v)) for s, v in seconds.items() if v},
             "scoring_seconds_this_run": round(time.perf_counter() - start, 2),
             "resumed_queries": n_q - len(pending), **(extra_meta or {})}
-    return write_teacher_set(root, captions=list(query_captions), splits=list(splits),
-                             query_images=query_images, results=results, meta=meta)
+    return write_teacher_set(root, captions=list(queries.captions), splits=list(queries.splits),
+                             query_images=queries.images, results=results, meta=meta,
+                             sources=queries.sources)
 
 
-def _score_all(work: Path, pending: list[int], *, workers: int, progress: bool) -> dict[str, list[float]]:
+def _score_all(work: Path, pending: list[int], *, method: TeacherMethod, model: "DiffusionModel",
+               workers: int, progress: bool) -> dict[str, list[float]]:
     """Score the pending queries in this process or a pool; returns seconds per query by split."""
     from tqdm.auto import tqdm
 
@@ -259,16 +303,16 @@ def _score_all(work: Path, pending: list[int], *, workers: int, progress: bool) 
     pending = sorted(pending, key=lambda q: (splits[q] != "test", q))
     bar = tqdm(total=len(pending), desc="teacher queries", unit="query", disable=not progress)
     if workers == 1:
-        scorer = Scorer(work)
+        worker = Worker(work, method, model)
         for q in pending:
-            _, sec = scorer.run(q)
+            _, sec = worker.run(q)
             seconds[splits[q]].append(sec)
             bar.update(1)
     else:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=init_process, initargs=(str(work), 1)) as pool:
+        with ctx.Pool(workers, initializer=init_process, initargs=(str(work), method, 1)) as pool:
             for q, sec in pool.imap_unordered(run_in_process, pending, chunksize=1):
                 seconds[splits[q]].append(sec)
                 bar.update(1)

@@ -1,4 +1,4 @@
-"""The frozen retrieval feature that picks each query's candidates: centred pixels ⊕ mean text state."""
+"""The frozen retrieval feature that picks each query's candidates: centred model input ⊕ mean text state."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from ..errors import InputError
 __all__ = ["FEATURE_DESCRIPTION", "retrieval_features", "top_k_candidates", "subsample"]
 
 FEATURE_DESCRIPTION = (
-    "cosine of [centred flattened pixels (L2-normalized) ⊕ centred token-mean of the frozen "
-    "text states (L2-normalized)] / sqrt(2), i.e. the mean of the image and text cosines"
+    "cosine of [centred flattened model-space input (pixels or VAE latent, L2-normalized) ⊕ "
+    "centred token-mean of the text states (L2-normalized)] / sqrt(2), i.e. the mean of the "
+    "image and text cosines"
 )
+
+_CHUNK = 4096  # rows per step, so memory-mapped inputs are read a slice at a time
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -20,48 +23,62 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def retrieval_features(
-    images: np.ndarray,
+    inputs: np.ndarray,
     text_states: np.ndarray,
     *,
-    pixel_mean: np.ndarray,
+    input_mean: np.ndarray,
     text_mean: np.ndarray,
 ) -> np.ndarray:
-    """Features whose inner products are the candidate-retrieval cosines: (n, H·W·3 + D) float32.
+    """Features whose inner products are the candidate-retrieval cosines: (n, C·h·w + D) float32.
 
     Args:
-        images: uint8 (n, H, W, 3).
-        text_states: (n, L, D) frozen text states.
-        pixel_mean, text_mean: the training set's mean pixel vector and mean token-mean text state,
-            subtracted so that the cosine compares deviations from the average item.
+        inputs: (n, C, h, w) model-space inputs (``DiffusionModel.to_model_space``), possibly
+            memory-mapped.
+        text_states: (n, L, D) text states.
+        input_mean, text_mean: the training set's mean flattened input and mean token-mean text
+            state (:func:`retrieval_means`), subtracted so that the cosine compares deviations
+            from the average item.
 
     Example:
-        >>> f = retrieval_features(np.zeros((2, 2, 2, 3), np.uint8), np.ones((2, 4, 5)),
-        ...                        pixel_mean=np.zeros(12), text_mean=np.zeros(5))
+        >>> f = retrieval_features(np.zeros((2, 3, 2, 2)), np.ones((2, 4, 5)),
+        ...                        input_mean=np.zeros(12), text_mean=np.zeros(5))
         >>> f.shape
         (2, 17)
     """
-    if images.ndim != 4 or text_states.ndim != 3 or len(images) != len(text_states):
+    if inputs.ndim < 2 or text_states.ndim != 3 or len(inputs) != len(text_states):
         raise InputError(
-            f"retrieval_features needs images (n, H, W, 3) and text states (n, L, D) for the same "
-            f"n; got {images.shape} and {text_states.shape}"
+            f"retrieval_features needs inputs (n, ...) and text states (n, L, D) for the same "
+            f"n; got {inputs.shape} and {text_states.shape}"
         )
-    pix = images.reshape(len(images), -1).astype(np.float32) / 127.5 - 1.0
-    txt = np.asarray(text_states, dtype=np.float32).mean(axis=1)
-    feats = np.concatenate([_unit(pix - pixel_mean), _unit(txt - text_mean)], axis=1)
-    return (feats / np.sqrt(2.0)).astype(np.float32)
+    n = len(inputs)
+    width = int(np.prod(inputs.shape[1:]))
+    out = np.empty((n, width + text_states.shape[2]), dtype=np.float32)
+    for lo in range(0, n, _CHUNK):
+        hi = min(lo + _CHUNK, n)
+        x = np.asarray(inputs[lo:hi], dtype=np.float32).reshape(hi - lo, -1)
+        txt = np.asarray(text_states[lo:hi], dtype=np.float32).mean(axis=1)
+        out[lo:hi, :width] = _unit(x - input_mean)
+        out[lo:hi, width:] = _unit(txt - text_mean)
+    out /= np.float32(np.sqrt(2.0))
+    return out
 
 
-def retrieval_means(images: np.ndarray, text_states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The training set's mean pixel vector and mean token-mean text state, in the layout
-    :func:`retrieval_features` flattens them (pixels in (H, W, 3) order, scaled to [-1, 1]).
+def retrieval_means(inputs: np.ndarray, text_states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training set's mean flattened input and mean token-mean text state (float64 sums).
 
     Example:
-        >>> pm, tm = retrieval_means(np.zeros((2, 1, 1, 3), np.uint8), np.ones((2, 4, 5)))
-        >>> pm.tolist(), tm.shape
+        >>> im, tm = retrieval_means(np.full((2, 3, 1, 1), -1.0), np.ones((2, 4, 5)))
+        >>> im.tolist(), tm.shape
         ([-1.0, -1.0, -1.0], (5,))
     """
-    pix = np.asarray(images).reshape(len(images), -1).astype(np.float32) / 127.5 - 1.0
-    return pix.mean(axis=0), np.asarray(text_states, dtype=np.float32).mean(axis=(0, 1))
+    n = len(inputs)
+    x_sum = np.zeros(int(np.prod(inputs.shape[1:])), dtype=np.float64)
+    t_sum = np.zeros(text_states.shape[2], dtype=np.float64)
+    for lo in range(0, n, _CHUNK):
+        hi = min(lo + _CHUNK, n)
+        x_sum += np.asarray(inputs[lo:hi], dtype=np.float64).reshape(hi - lo, -1).sum(axis=0)
+        t_sum += np.asarray(text_states[lo:hi], dtype=np.float64).mean(axis=1).sum(axis=0)
+    return (x_sum / max(n, 1)).astype(np.float32), (t_sum / max(n, 1)).astype(np.float32)
 
 
 def top_k_candidates(query_features: np.ndarray, item_features: np.ndarray, k: int) -> np.ndarray:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
-from torch import nn
 
 from ..errors import DatasetError, InputError
 from .ekfac import KVFisher, LayerFisher
-from .layers import PerSampleGrads, find_kv_layers
-from .scoring import LossFn, ddpm_loss, seed_of
+from .layers import PerSampleGrads
+from .scoring import seed_of
+
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
 
 __all__ = ["fit_fisher"]
 
@@ -29,17 +31,25 @@ def _batches(
             yield idx, t, noise
 
 
+def _rows(array: Any, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` (contiguous) of a tensor or a (memory-mapped) array, as float32 torch."""
+    if isinstance(array, torch.Tensor):
+        return array[idx].float()
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    import numpy as np
+
+    return torch.from_numpy(np.array(array[lo:hi], dtype=np.float32))
+
+
 def fit_fisher(
-    unet: nn.Module,
-    images: torch.Tensor,
-    text_states: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
+    model: "DiffusionModel",
+    images: Any,
+    text_states: Any,
     *,
     draws_per_item: int = 1,
     batch_size: int = 64,
     seed: int = 0,
     damping_factor: float = 0.1,
-    loss_fn: LossFn = ddpm_loss,
     progress: bool = True,
 ) -> KVFisher:
     """Fit the diagonal and EK-FAC Fisher of the cross-attention key/value weights.
@@ -51,13 +61,14 @@ def fit_fisher(
     replays the same draws to fit the eigenvalue correction Λ = E[(Q_Gᵀ ∇W Q_A)²].
 
     Args:
-        images: (N, C, H, W) training images in [-1, 1].
-        text_states: (N, L, D) frozen text states of their captions.
-        alphas_cumprod: (T,) the noise schedule.
+        model: the model whose training loss (``DiffusionModel.loss``) defines the Fisher.
+        images: (N, C, H, W) model-space inputs of the training items (a tensor or a
+            memory-mapped array: only one batch at a time is read).
+        text_states: (N, L, D) text states of their captions (tensor or array, likewise).
         draws_per_item: (timestep, noise) draws per training item.
 
     Example:
-        >>> fisher = fit_fisher(unet, x, c, alphas_cumprod, draws_per_item=2)  # doctest: +SKIP
+        >>> fisher = fit_fisher(model, x, c, draws_per_item=2)  # doctest: +SKIP
         >>> fisher.save("fisher.safetensors")  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
@@ -70,8 +81,9 @@ def fit_fisher(
         )
     if draws_per_item < 1 or batch_size < 1:
         raise InputError(f"draws_per_item ({draws_per_item}) and batch_size ({batch_size}) must be ≥ 1")
-    layers = find_kv_layers(unet)
-    shape, n_t = tuple(images.shape[1:]), int(alphas_cumprod.shape[0])
+    unet = model.unet
+    layers = model.kv_layers()
+    shape, n_t = tuple(images.shape[1:]), int(model.num_train_timesteps)
     n_batches = draws_per_item * ((n + batch_size - 1) // batch_size)
     was_training = unet.training
     unet.eval()
@@ -99,7 +111,8 @@ def fit_fisher(
                 for idx, t, noise in bar:
                     cap.clear()
                     unet.zero_grad(set_to_none=True)
-                    loss_fn(unet, images[idx], text_states[idx], t, noise, alphas_cumprod).sum().backward()
+                    x, c = _rows(images, idx), _rows(text_states, idx)
+                    model.loss(x, c, t, noise).sum().backward()
                     # Every K/V layer usually reads the same text-state tensor: products of the
                     # inputs are computed once per distinct input (and eigenbasis) per batch.
                     shared: dict[tuple[int, int], torch.Tensor] = {}

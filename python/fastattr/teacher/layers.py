@@ -8,33 +8,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.base import KV_SUFFIXES, find_kv_layers
 
 __all__ = ["KV_SUFFIXES", "find_kv_layers", "kv_weights", "PerSampleGrads"]
-
-# DESIGN.md §2.1: only the cross-attention key and value projections (Stable Diffusion's names).
-KV_SUFFIXES = ("attn2.to_k", "attn2.to_v")
-
-
-def find_kv_layers(unet: nn.Module) -> dict[str, nn.Linear]:
-    """Return the cross-attention key/value Linear layers of a UNet, by module name, in model order.
-
-    Example:
-        >>> layers = find_kv_layers(unet)  # doctest: +SKIP
-        >>> sorted(layers)[0]  # doctest: +SKIP
-        'down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k'
-    """
-    layers = {
-        name: module
-        for name, module in unet.named_modules()
-        if name.endswith(KV_SUFFIXES) and isinstance(module, nn.Linear)
-    }
-    if not layers:
-        raise CheckpointError(
-            f"{type(unet).__name__} has no cross-attention key/value layers (modules named "
-            f"'*{KV_SUFFIXES[0]}' / '*{KV_SUFFIXES[1]}'): the teacher needs a text-conditioned "
-            "UNet with Stable Diffusion's module names, e.g. diffusers' UNet2DConditionModel."
-        )
-    return layers
 
 
 def kv_weights(unet: nn.Module) -> dict[str, torch.Tensor]:

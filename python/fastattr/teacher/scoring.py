@@ -3,51 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
+
 __all__ = [
-    "LossFn",
-    "ddpm_loss",
     "seed_of",
     "timestep_grid",
     "item_noise",
     "grid_losses",
     "scores_from_losses",
 ]
-
-# loss_fn(unet, images, text_states, timesteps, noise, alphas_cumprod) -> (B,), the contract of
-# fastattr.t2i.loss (docs/CONTRACTS.md).
-LossFn = Callable[..., torch.Tensor]
-
-
-def ddpm_loss(
-    unet: nn.Module,
-    images: torch.Tensor,
-    text_states: torch.Tensor,
-    timesteps: torch.Tensor,
-    noise: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-) -> torch.Tensor:
-    """Per-sample DDPM noise-prediction MSE, the same formula as ``fastattr.t2i.loss``.
-
-    Used where no T2I package is at hand (tests, a bare diffusers UNet).
-
-    Example:
-        >>> losses = ddpm_loss(unet, x, c, t, eps, alphas_cumprod)  # doctest: +SKIP
-        >>> losses.shape  # doctest: +SKIP
-        torch.Size([8])
-    """
-    a = alphas_cumprod.to(images.device)[timesteps].float().view(-1, 1, 1, 1)
-    noisy = a.sqrt() * images + (1.0 - a).sqrt() * noise
-    pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
-    return (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
-
 
 def seed_of(*parts: object) -> int:
     """A 63-bit seed that is a deterministic function of ``parts`` (stable across processes).
@@ -105,14 +77,12 @@ def item_noise(
 
 @torch.inference_mode()
 def grid_losses(
-    unet: nn.Module,
+    model: "DiffusionModel",
     images: torch.Tensor,
     text_states: torch.Tensor,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
     *,
-    loss_fn: LossFn = ddpm_loss,
     batch_size: int = 256,
     flip: bool = False,
     autocast_bf16: bool = False,
@@ -124,10 +94,12 @@ def grid_losses(
     same arithmetic.
 
     Args:
-        images: (n, C, H, W) model inputs in [-1, 1].
+        model: the model whose training loss is evaluated (``DiffusionModel.loss``).
+        images: (n, C, H, W) model-space inputs (``DiffusionModel.to_model_space``).
         text_states: (n, L, D) frozen text states of the captions.
         noise: (n, n_timesteps, C, H, W) from :func:`item_noise`.
-        flip: score the horizontally flipped images (same noise).
+        flip: score the horizontally flipped inputs (same noise; a latent's flip stands in for
+            the flipped image's latent).
         autocast_bf16: run the UNet under CPU bf16 autocast (faster; changes the numbers).
     """
     n, n_t = images.shape[0], timesteps.shape[0]
@@ -146,7 +118,7 @@ def grid_losses(
         sl = slice(start, start + batch_size)
         idx = item_of[sl]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-            losses = loss_fn(unet, images[idx], text_states[idx], t_of[sl], flat_noise[sl], alphas_cumprod)
+            losses = model.loss(images[idx], text_states[idx], t_of[sl], flat_noise[sl])
         out[sl] = losses.float()
     return out.view(n, n_t)
 

@@ -65,8 +65,11 @@ def write_teacher_set(
     query_images: np.ndarray,
     results: Sequence[tuple[np.ndarray, np.ndarray]],
     meta: dict[str, Any],
+    sources: Sequence[str] | None = None,
 ) -> Path:
     """Write the folder; ``results[q] = (item rows, scores)`` of query q. ``teacher_set.json`` last.
+
+    ``sources[q]`` says where query q's image came from ("generated", or a logged image's path).
 
     Each file is written atomically, and ``teacher_set.json`` (the marker a reader checks) is
     written only after the others, so a crash never leaves a folder that looks complete.
@@ -81,7 +84,8 @@ def write_teacher_set(
         ranks.append(ranks_of(tau))
         scores.append(np.asarray(tau, dtype=np.float32))
     lines = [
-        json.dumps({"query_id": q, "caption": c, "split": s})
+        json.dumps({"query_id": q, "caption": c, "split": s,
+                    **({"source": sources[q]} if sources is not None else {})})
         for q, (c, s) in enumerate(zip(captions, splits))
     ]
     write_text(root / "queries.jsonl", "".join(line + "\n" for line in lines))

@@ -3,40 +3,38 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
-from torch import nn
 
 from ..errors import InputError
 from .ekfac import KVFisher
-from .layers import find_kv_layers
-from .scoring import LossFn, ddpm_loss
 
-__all__ = ["query_gradient", "unlearning_delta", "apply_delta", "unlearned_copy"]
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
+
+__all__ = ["query_gradient", "unlearning_delta", "apply_delta"]
 
 
 def query_gradient(
-    unet: nn.Module,
+    model: "DiffusionModel",
     image: torch.Tensor,
     text_states: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
     *,
     n_draws: int = 64,
     batch_size: int = 64,
     seed: int = 0,
-    loss_fn: LossFn = ddpm_loss,
 ) -> dict[str, torch.Tensor]:
     """∇L(ẑ, θ₀) for the key/value weights, averaged over ``n_draws`` (timestep, noise) draws.
 
     Args:
-        image: (C, H, W) query image in [-1, 1].
-        text_states: (L, D) frozen text states of its prompt.
+        model: the model; its training loss (``DiffusionModel.loss``) is differentiated.
+        image: (C, H, W) the query's model-space input (``DiffusionModel.to_model_space``).
+        text_states: (L, D) the text states of its prompt.
         seed: seeds the draws (timesteps uniform over [0, T), Gaussian noise).
 
     Example:
-        >>> grads = query_gradient(unet, x[0], c[0], alphas_cumprod, n_draws=32)  # doctest: +SKIP
+        >>> grads = query_gradient(model, x[0], c[0], n_draws=32)  # doctest: +SKIP
     """
     if image.dim() != 3 or text_states.dim() != 2:
         raise InputError(
@@ -45,11 +43,12 @@ def query_gradient(
         )
     if n_draws < 1:
         raise InputError(f"n_draws must be ≥ 1, got {n_draws}")
-    layers = find_kv_layers(unet)
+    layers = model.kv_layers()
     weights = [layer.weight for layer in layers.values()]
     gen = torch.Generator().manual_seed(seed)
-    n_train_t = int(alphas_cumprod.shape[0])
+    n_train_t = int(model.num_train_timesteps)
     total = [torch.zeros_like(w, dtype=torch.float64) for w in weights]
+    unet = model.unet
     was_training = unet.training
     unet.eval()
     try:
@@ -60,7 +59,7 @@ def query_gradient(
             x = image.unsqueeze(0).expand(b, *image.shape)
             c = text_states.unsqueeze(0).expand(b, *text_states.shape)
             with torch.enable_grad():
-                loss = loss_fn(unet, x, c, t, noise, alphas_cumprod).sum()
+                loss = model.loss(x, c, t, noise).sum()
                 # autograd.grad with explicit inputs prunes the weight gradients of every other layer.
                 grads = torch.autograd.grad(loss, weights)
             for acc, g in zip(total, grads):
@@ -92,40 +91,23 @@ def unlearning_delta(
 
 
 @contextlib.contextmanager
-def apply_delta(unet: nn.Module, delta: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+def apply_delta(model: "DiffusionModel", delta: dict[str, torch.Tensor]) -> Iterator["DiffusionModel"]:
     """Temporarily set the key/value weights to θ₀ + Δ in place; restore θ₀ bit-exactly on exit.
 
     Curation workers use this on their own private copy of the model, so the same tensors serve
     every query without a deep copy each time.
     """
-    layers = find_kv_layers(unet)
+    layers = model.kv_layers()
     unknown = sorted(set(delta) - set(layers))
     if unknown:
-        raise InputError(f"apply_delta: layers {unknown[:3]} are not key/value layers of this UNet")
+        raise InputError(f"apply_delta: layers {unknown[:3]} are not key/value layers of this model")
     saved = {name: layers[name].weight.detach().clone() for name in delta}
     try:
         with torch.no_grad():
             for name, d in delta.items():
                 layers[name].weight.add_(d.to(layers[name].weight.dtype))
-        yield unet
+        yield model
     finally:
         with torch.no_grad():
             for name, w in saved.items():
                 layers[name].weight.copy_(w)
-
-
-def unlearned_copy(unet: nn.Module, delta: dict[str, torch.Tensor]) -> nn.Module:
-    """A deep copy of ``unet`` with θ₋ = θ₀ + Δ on the key/value weights; ``unet`` is untouched.
-
-    Example:
-        >>> unet_minus = unlearned_copy(unet, delta)  # doctest: +SKIP
-    """
-    clone = copy.deepcopy(unet)
-    layers = find_kv_layers(clone)
-    unknown = sorted(set(delta) - set(layers))
-    if unknown:
-        raise InputError(f"unlearned_copy: layers {unknown[:3]} are not key/value layers of this UNet")
-    with torch.no_grad():
-        for name, d in delta.items():
-            layers[name].weight.add_(d.to(layers[name].weight.dtype))
-    return clone
