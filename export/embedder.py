@@ -212,7 +212,7 @@ def export_student(
     student_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    dataset: str | os.PathLike[str] | None = None,
+    dataset: Any = None,
     **kwargs: Any,
 ) -> ExportedEmbedder:
     """Load a student checkpoint with ``fastattr.student.load_embedder`` and export it.
@@ -225,9 +225,9 @@ def export_student(
     module, spec = load_embedder(student_dir)
     images = captions = None
     if dataset is not None:
-        from fastattr.world import load_dataset
+        from fastattr.data import open_dataset
 
-        data = load_dataset(dataset)
+        data = open_dataset(dataset)
         take = min(len(data), 256)
         images, captions = np.asarray(data.images[:take]), list(data.captions[:take])
     source = {"student": str(Path(student_dir).resolve()), **kwargs.pop("source", {})}

@@ -21,7 +21,7 @@ __all__ = ["variant_maps"]
 
 def variant_maps(
     embedder: str | os.PathLike[str],
-    dataset: str | os.PathLike[str],
+    dataset: Any,
     teacher_set: str | os.PathLike[str],
     *,
     threads: int | None = None,
@@ -38,10 +38,10 @@ def variant_maps(
     """
     from fastattr.student.data import load_teacher_set
     from fastattr.student.metrics import cutoffs, map_at, mean_se
-    from fastattr.world import load_dataset
+    from fastattr.data import open_dataset
 
     exported = load_export(embedder)
-    data = load_dataset(dataset)
+    data = open_dataset(dataset)
     teacher = load_teacher_set(teacher_set, n_items=len(data))
     test = teacher.queries("test")
     if len(test) == 0:

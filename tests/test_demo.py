@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fastattr.demo import _check_work, _map_rows, run_demo
+from fastattr.build import map_table
+from fastattr.demo import _check_work, run_demo
 from fastattr.errors import InputError
 
 
@@ -36,9 +37,12 @@ def test_map_table_puts_the_student_first():
     results = {"L": [3, 9], "methods": {
         "random": {"map": [{"mean": 0.1, "se": 0.01, "L": 3}, {"mean": 0.2, "se": 0.02, "L": 9}]},
         "student": {"map": [{"mean": 0.7, "se": 0.05, "L": 3}, {"mean": 0.6, "se": 0.04, "L": 9}]}}}
-    rows = _map_rows(results)
+    rows = map_table(results)
     assert rows[0] == ["method", "mAP@3", "mAP@9"]
     assert rows[1] == ["student", "0.700 ± 0.050", "0.600 ± 0.040"] and rows[2][0] == "random"
+    # A small set rounds two fractions to one cut-off: the column appears once.
+    results["L"] = [3, 3]
+    assert map_table(results)[0] == ["method", "mAP@3"] and map_table(results)[1] == ["student", "0.700 ± 0.050"]
 
 
 def test_each_preset_has_its_own_default_work_folder():
@@ -48,4 +52,4 @@ def test_each_preset_has_its_own_default_work_folder():
     assert default_work("demo") == ".fastattr/demo" and len(folders) == len(PRESETS)
     # The eval preset measures the student on the demo's own world and T2I model.
     assert PRESETS["eval"]["world"] == PRESETS["demo"]["world"] and PRESETS["eval"]["t2i"] == PRESETS["demo"]["t2i"]
-    assert PRESETS["eval"]["teacher"]["n_test_queries"] >= 16
+    assert PRESETS["eval"]["build"].teacher["n_test_queries"] >= 16

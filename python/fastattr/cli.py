@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "fastattr.export.cli",
     "fastattr.index_cli",
     "fastattr.query_cli",
+    "fastattr.build_cli",
     "fastattr.demo",
 )
 

@@ -18,28 +18,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._atomic import write_json
+from .build import BUILD_PRESETS, BuildSettings, Stages, build, map_table, print_table
 from .errors import InputError
 
 __all__ = ["PRESETS", "default_work", "run_demo", "register"]
 
-# Sizes per preset. "demo" keeps the stages' own defaults (sized by their owners for the
-# 15-minute bar on 2 cores) but for the head's step count; "eval" is the same world and T2I
-# model with a teacher set big enough to measure the student (4x the train queries, 16 test
-# queries instead of 4; about 40 minutes); "tiny" is a smoke run of about a minute.
+# Sizes per preset: the world and T2I presets, and the build's stage sizes. "demo" keeps the
+# stages' own defaults (sized by their owners for the 15-minute bar on 2 cores) but for the head's
+# step count; "eval" is the same world and T2I model with a teacher set big enough to measure the
+# student (4x the train queries, 16 test queries instead of 4; about 40 minutes); "tiny" is a
+# smoke run of about a minute.
 PRESETS: dict[str, dict[str, Any]] = {
     # The demo's head trains 1000 steps, not the default 2000: its 4 test queries cannot tell the
     # two apart, and 2000 steps of the student and its regression ablation took 115 s longer
     # (229 vs 114 s; docs/student.md: mAP@21 0.428 vs 0.471 on the eval preset).
-    "demo": {"world": "demo", "t2i": "demo", "teacher": {}, "student": {"steps": 1000}, "pretrain_steps": 300},
-    "eval": {"world": "demo", "t2i": "demo", "teacher": {"n_train_queries": 512, "n_test_queries": 16},
-             "student": {}, "pretrain_steps": 300},
-    "tiny": {
-        "world": "tiny", "t2i": "tiny",
-        "teacher": {"n_train_queries": 8, "n_test_queries": 3, "candidates_k": 32, "subsample_m": 16,
-                    "n_timesteps": 2, "query_draws": 4, "batch_size": 64},
-        "student": {"steps": 30, "batch_size": 256, "hidden": 64, "dim": 32, "eval_every": 10},
-        "pretrain_steps": 20,
-    },
+    "demo": {"world": "demo", "t2i": "demo", "build": BuildSettings(student={"steps": 1000}, pretrain_steps=300)},
+    "eval": {"world": "demo", "t2i": "demo",
+             "build": BuildSettings(teacher={"n_train_queries": 512, "n_test_queries": 16}, pretrain_steps=300)},
+    "tiny": {"world": "tiny", "t2i": "tiny", "build": BUILD_PRESETS["quick"]},
 }
 _STAMP = "demo.json"
 
@@ -61,21 +57,6 @@ def _check_work(work: Path, preset: str, fresh: bool) -> None:
             raise InputError(f"{work} holds a '{previous}' demo, not '{preset}'; use --fresh or another --work")
     work.mkdir(parents=True, exist_ok=True)
     write_json(stamp, {"format": "fastattr-demo", "version": 1, "preset": preset})
-
-
-def _map_rows(results: dict[str, Any]) -> list[list[str]]:
-    rows = [["method"] + [f"mAP@{c}" for c in results["L"]]]
-    preferred = ["student", "regression", "concat", "image", "text", "pixels", "random"]
-    names = sorted(results["methods"], key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
-    for name in names:
-        rows.append([name] + [f"{m['mean']:.3f} ± {m['se']:.3f}" for m in results["methods"][name]["map"]])
-    return rows
-
-
-def _print_table(rows: list[list[str]], log: Callable[[str], None]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        log("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
 
 def run_demo(
@@ -121,19 +102,9 @@ def run_demo(
         torch.set_num_threads(threads)
     work = Path(work if work is not None else default_work(preset))
     _check_work(work, preset, fresh)
-    paths = {name: work / name for name in ("world", "t2i", "teacher", "student", "eval", "export", "bundle")}
-    timings: dict[str, float] = {}
+    paths = {name: work / name for name in ("world", "t2i", "bundle")}
     started = time.perf_counter()
-
-    def stage(name: str, done: bool, run: Callable[[], Any]) -> None:
-        if done:
-            log(f"[{name}] cached")
-            return
-        log(f"[{name}] running ...")
-        t0 = time.perf_counter()
-        run()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        log(f"[{name}] done in {timings[name]:.1f} s")
+    stage = Stages(log)
 
     from .world import PRESETS as WORLD_PRESETS
     from .world import make_world
@@ -142,7 +113,7 @@ def run_demo(
     stage("world", _done(paths["world"], "dataset.json"), lambda: make_world(
         paths["world"], n_items=world["n_items"], image_size=world["image_size"], seed=0, progress=progress))
 
-    from .t2i import T2IConfig, load_model, train
+    from .t2i import T2IConfig, train
 
     t2i_config = T2IConfig.preset(settings["t2i"], image_size=world["image_size"])
     state = paths["t2i"] / "train_state.json"
@@ -150,58 +121,25 @@ def run_demo(
     stage("t2i", t2i_done, lambda: train(paths["world"], paths["t2i"], t2i_config, resume=True,
                                          threads=threads, progress=progress, log=log))
 
-    from .teacher.curate import CurationConfig
-    from .teacher.pipeline import curate_folders
-
-    curation = CurationConfig(**settings["teacher"])
-    stage("teacher", _done(paths["teacher"], "teacher_set.json"), lambda: curate_folders(
-        paths["world"], paths["t2i"], paths["teacher"], config=curation, workers=workers, progress=progress, log=log))
-
-    from .student.pipeline import default_config, train_student
-
-    stage("student", _done(paths["student"], "student.json"), lambda: train_student(
-        paths["world"], paths["teacher"], paths["student"], config=default_config(**settings["student"]),
-        pretrain_steps=settings["pretrain_steps"], cache_dir=work / ".student-cache", progress=progress))
-
-    from .student.evaluate import evaluate_student
-
-    stage("eval", _done(paths["eval"], "results.json"), lambda: evaluate_student(
-        paths["student"], paths["world"], paths["teacher"], paths["eval"], cache_dir=work / ".student-cache",
-        progress=progress))
-
-    from .export import export_student
-
-    stage("export", _done(paths["export"], "export.json"), lambda: export_student(
-        paths["student"], paths["export"], dataset=paths["world"], fp16=True, int8=True))
-
-    from .export.evaluate import variant_maps
-    from .index_cli import build_bundle
-
-    results = json.loads((paths["eval"] / "results.json").read_text(encoding="utf-8"))
-    teacher_meta = json.loads((paths["teacher"] / "teacher_set.json").read_text(encoding="utf-8"))
-
-    def make_bundle() -> None:
-        variants = variant_maps(paths["export"], paths["world"], paths["teacher"])
-        evaluation = {"student_eval": results, "variants": variants}
-        build_bundle(paths["bundle"], embedder=paths["export"], dataset=paths["world"], evaluation=evaluation,
-                     provenance={"teacher": {k: teacher_meta.get(k) for k in ("method", "candidates_k", "subsample_m",
-                                                                              "timesteps", "n_queries", "config")},
-                                 "t2i": t2i_config.to_dict(), "demo_preset": preset},
-                     progress=progress)
-
-    stage("index", _done(paths["bundle"], "manifest.json"), make_bundle)
-    return _attribute(work, paths, results, teacher_meta, load_model, prompt=prompt, seed=seed, k=k, html=html,
+    # The embedded world goes through the same path as a user's model and data (`fastattr build`).
+    summary = build(paths["t2i"], paths["world"], paths["bundle"], settings=settings["build"], work=work,
+                    workers=workers, provenance={"t2i": t2i_config.to_dict(), "demo_preset": preset},
+                    progress=progress, log=log)
+    timings = {**stage.timings, **summary["timings"]}
+    results, teacher_meta = summary["results"], summary["teacher"]
+    return _attribute(work, paths, results, teacher_meta, prompt=prompt, seed=seed, k=k, html=html,
                       timings=timings, started=started, log=log)
 
 
 def _attribute(work: Path, paths: dict[str, Path], results: dict[str, Any], teacher_meta: dict[str, Any],
-               load_model: Callable[[Any], Any], *, prompt: str | None, seed: int | None, k: int,
+               *, prompt: str | None, seed: int | None, k: int,
                html: str | os.PathLike[str] | None, timings: dict[str, float], started: float,
                log: Callable[[str], None]) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
     from .attributor import Attributor
+    from .models import load_diffusion_model
     from .report import bundle_thumbnails, write_report
     from .world import held_out_captions
 
@@ -217,7 +155,7 @@ def _attribute(work: Path, paths: dict[str, Path], results: dict[str, Any], teac
     # thread made sampling 17x more expensive in CPU time (0.4 s vs 6.9 s measured).
     torch.set_num_threads(1)
     try:
-        image = load_model(paths["t2i"]).sample([prompt], seed=seed, steps=25, guidance_scale=3.0)[0]
+        image = load_diffusion_model(paths["t2i"]).generate([prompt], seed=seed, steps=25, guidance_scale=3.0)[0]
     finally:
         torch.set_num_threads(threads)
     generate_s = time.perf_counter() - t0
@@ -237,16 +175,16 @@ def _attribute(work: Path, paths: dict[str, Path], results: dict[str, Any], teac
     log(f"top {len(hits)} of {len(attributor)} training items (device {attributor.device}):")
     for hit in hits:
         log(f"  {hit.rank + 1:>3}  {hit.score:7.4f}  item {hit.item_id:<6} {hit.caption}")
-    rows = _map_rows(results)
+    rows = map_table(results)
     log(f"\nevaluation on {results['n_test_queries']} test queries, {results['n_items']} training items "
         "(teacher top-L as positives):")
-    _print_table(rows, log)
+    print_table(rows, log)
     speed = [["", "per query"], ["student (SDK query)", f"{query_ms:.2f} ms"]]
     if teacher_s:
         speed.append(["teacher (AbU+, whole set)", f"{teacher_s:.2f} s"])
         speed.append(["speed-up", f"{speedup:,.0f}×"])
     log("\nspeed (this machine, load avg {:.1f}):".format(os.getloadavg()[0]))
-    _print_table(speed, log)
+    print_table(speed, log)
     report = Path(html) if html else work / "report.html"
     write_report(report, image, prompt, hits, thumbnails=bundle_thumbnails(attributor.bundle, hits),
                  title="fastattr demo: which training images made this one?",

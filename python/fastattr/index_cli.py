@@ -179,10 +179,10 @@ def build_bundle(
     """
     from . import index as index_module
     from .export import load_export
-    from .world import load_dataset
+    from .data import open_dataset
 
     exported = load_export(embedder)
-    data = dataset if hasattr(dataset, "images") else load_dataset(dataset)
+    data = open_dataset(dataset)
     n_items = len(data)
     if n_items == 0:
         raise DatasetError("the dataset has no items; nothing to index")

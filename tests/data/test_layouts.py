@@ -36,8 +36,10 @@ def _imagefolder(root: Path, n: int = 3, *, csv: bool = False, column: str = "te
 
 
 @pytest.mark.parametrize("csv", [False, True])
-def test_imagefolder_any_size_to_square(tmp_path: Path, csv: bool) -> None:
-    ds = load_dataset(_imagefolder(tmp_path / "hf", csv=csv), image_size=8)
+def test_imagefolder_any_size_to_square(tmp_path: Path, csv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    _imagefolder(tmp_path / "hf", csv=csv)
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(Path("hf"), image_size=8)   # a relative path, as a CLI user gives it
     assert ds.images.shape == (3, 8, 8, 3) and ds.images.dtype == np.uint8
     assert ds.captions == ["caption 0", "caption 1", "caption 2"] and ds.uris == ["0.png", "1.png", "2.png"]
     assert ds.item_ids.tolist() == [0, 1, 2] and isinstance(ds.images, np.memmap)

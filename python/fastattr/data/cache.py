@@ -49,15 +49,23 @@ def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[in
             pass  # an unreadable cache is recomputed
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
+    # The header comes from numpy; the rows are appended with plain writes, not through a memory
+    # map, so that written pages are not counted against this process and leave the page cache freely.
+    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
+    offset = header.offset
+    del header
     try:
-        with tqdm(total=n, desc=desc, unit="row", disable=not progress or not desc) as bar:
+        with open(tmp, "r+b") as handle, tqdm(total=n, desc=desc, unit="row",
+                                               disable=not progress or not desc) as bar:
+            handle.seek(offset)
             for lo in range(0, n, batch):
                 hi = min(lo + batch, n)
-                out[lo:hi] = np.asarray(fill(lo, hi), dtype=dtype)
+                rows = np.ascontiguousarray(fill(lo, hi), dtype=dtype)
+                if rows.shape != (hi - lo, *shape):
+                    raise ValueError(f"cached_rows: fill({lo}, {hi}) gave shape {rows.shape}, "
+                                     f"expected {(hi - lo, *shape)}")
+                handle.write(rows.tobytes())
                 bar.update(hi - lo)
-        out.flush()
-        del out
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -69,7 +69,7 @@ def _layouts_text() -> str:
 
 def _stat(path: Path, root: Path) -> str:
     st = path.stat()
-    return f"{path.relative_to(root) if path != root else path.name}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{os.path.relpath(path.resolve(), root.resolve())}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:

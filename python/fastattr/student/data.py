@@ -27,15 +27,15 @@ class Items:
         return len(self.captions)
 
 
-def load_items(path: str | Path) -> Items:
-    """Open a dataset folder through ``fastattr.world.load_dataset``.
+def load_items(dataset: Any) -> Items:
+    """The images and captions of a dataset (a loaded ``fastattr.data.Dataset`` or a folder).
 
     Example:
         >>> items = load_items("data/world")  # doctest: +SKIP
     """
-    from ..world import load_dataset
+    from ..data import open_dataset
 
-    ds = load_dataset(path)
+    ds = open_dataset(dataset)
     return Items(images=ds.images, captions=list(ds.captions))
 
 

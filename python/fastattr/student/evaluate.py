@@ -85,7 +85,7 @@ def method_scores(feats: Features, items: Items, teacher: TeacherSet, test: np.n
     return out
 
 
-def evaluate_student(student_dir: str | Path, dataset: str | Path, teacher_set: str | Path, out: str | Path, *,
+def evaluate_student(student_dir: str | Path, dataset: Any, teacher_set: str | Path, out: str | Path, *,
                      cache_dir: str | Path | None = None, ablation: bool = True,
                      fractions: tuple[float, ...] = PAPER_FRACTIONS, progress: bool = True) -> dict[str, Any]:
     """Rank the whole training set for each test query with every method; write results.json + plot.png.

@@ -28,7 +28,7 @@ __all__ = ["WORLD_ENCODER", "prepare_image_encoder", "prepare_text_encoder", "co
 WORLD_ENCODER = "world"
 
 
-def prepare_image_encoder(source: str, dataset_path: str | Path, *, cache_dir: str | Path | None,
+def prepare_image_encoder(source: str, dataset_path: Any, *, cache_dir: str | Path | None,
                           pretrain_steps: int = 500, seed: int = 0, progress: bool = True) -> ImageEncoder:
     """The image encoder named by ``source``: a folder/hub id, or ``"world"`` for the pretrained stand-in.
 
@@ -39,10 +39,15 @@ def prepare_image_encoder(source: str, dataset_path: str | Path, *, cache_dir: s
     """
     if source != WORLD_ENCODER:
         return load_image_encoder(source)
-    from ..world import load_dataset
+    from ..data import open_dataset
 
-    ds = load_dataset(dataset_path)
-    key = hashlib.sha256(np.ascontiguousarray(ds.images).tobytes())
+    ds = open_dataset(dataset_path)
+    if not any(ds.attributes):
+        raise InputError(
+            "the 'world' image encoder is pretrained on the embedded world's per-item attributes, and this "
+            "dataset has none: pass --image-encoder with a transformers vision model (a folder saved with "
+            "save_pretrained or a hub id), e.g. --image-encoder facebook/dinov2-small")
+    key = hashlib.sha256(ds.digest().encode())
     key.update(f"{pretrain_steps}-{seed}".encode())
     folder = Path(cache_dir, f"image-encoder-{key.hexdigest()[:16]}") if cache_dir is not None else None
     if folder is not None and (folder / "config.json").is_file():
@@ -92,7 +97,7 @@ def compute_features(image_encoder: ImageEncoder, text_encoder: TextEncoder, ite
     )
 
 
-def train_student(dataset: str | Path, teacher_set: str | Path, out: str | Path, *,
+def train_student(dataset: Any, teacher_set: str | Path, out: str | Path, *,
                   image_encoder: str = WORLD_ENCODER, text_encoder: str | None = None,
                   max_length: int | None = None, cache_dir: str | Path | None = None,
                   config: TrainConfig | None = None, pretrain_steps: int = 500,
@@ -121,7 +126,8 @@ def train_student(dataset: str | Path, teacher_set: str | Path, out: str | Path,
     head, log = train_head(feats, teacher.query_id, teacher.item_id, teacher.rank, teacher.score,
                            teacher.queries("train"), n_items=len(items), config=config, progress=progress)
     log.update({
-        "dataset": str(Path(dataset).resolve()), "teacher_set": str(Path(teacher_set).resolve()),
+        "dataset": str(Path(getattr(dataset, "path", None) or dataset).resolve()),
+        "teacher_set": str(Path(teacher_set).resolve()),
         "n_items": len(items), "n_train_queries": int(len(teacher.queries("train"))),
         "n_test_queries": int(len(teacher.queries("test"))),
         "seconds_encoders": encoders_done - started, "seconds_features": features_done - encoders_done,

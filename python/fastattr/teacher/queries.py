@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["QuerySpec", "read_prompts", "assign_splits"]
+__all__ = ["QuerySpec", "read_prompts", "assign_splits", "uses_world_captions"]
 
 
 @dataclass
@@ -29,6 +29,32 @@ class QuerySpec:
     def __post_init__(self) -> None:
         if self.prompts is not None and self.query_images is not None:
             raise InputError("give either --prompts FILE or --query-images DIR, not both")
+
+    def check(self, dataset: Any) -> None:
+        """Refuse, before any work, a prompts file that cannot be read, a missing folder of logged
+        generations, or no queries at all for a dataset that is not the embedded world."""
+        if self.prompts is not None:
+            read_prompts(self.prompts)
+        elif self.query_images is not None and not Path(self.query_images).exists():
+            raise InputError(f"--query-images {self.query_images} does not exist; give a folder of logged "
+                             "generations (image files + metadata.jsonl or metadata.csv with file_name and the prompt)")
+        uses_world_captions(self, dataset)
+
+
+def uses_world_captions(spec: QuerySpec, dataset: Any) -> bool:
+    """True when ``spec`` names no queries and ``dataset`` is the embedded world (its held-out captions).
+
+    Raises:
+        InputError: no queries are named and the dataset is not the embedded world.
+    """
+    if spec.prompts is not None or spec.query_images is not None:
+        return False
+    if (getattr(dataset, "meta", None) or {}).get("generator") == "fastattr.world":
+        return True
+    raise InputError(
+        "this dataset is not the embedded world, so there are no built-in query prompts: give "
+        "--prompts FILE (one prompt a line; images are generated with the model) or --query-images "
+        "DIR (logged generations: image files + metadata.jsonl with file_name and text)")
 
 
 def read_prompts(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
