@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .._atomic import atomic_open, write_json
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError
 from .curate import CurationConfig, ItemInputs, QueryInputs, curate
 from .ekfac import KVFisher, load_fisher
 from .fisher import fit_fisher
 from ..data.cache import cached_rows
 from .inputs import dataset_inputs
-from .queries import QuerySpec, assign_splits, read_prompts
+from .queries import QuerySpec, assign_splits, read_prompts, uses_world_captions
 
 if TYPE_CHECKING:
     from ..models import DiffusionModel
@@ -97,24 +97,20 @@ def build_queries(model: "DiffusionModel", ds: Any, spec: QuerySpec, config: Cur
             rows = read_prompts(spec.prompts)
             picks = assign_splits([s for _, s in rows], n_train=n_train, n_test=n_test, source=str(spec.prompts))
             captions = [rows[i][0] for i, _ in picks]
-        elif (ds.meta or {}).get("generator") == "fastattr.world":
+        elif uses_world_captions(spec, ds):
             from ..world import held_out_captions
 
             captions = held_out_captions(n_train + n_test, config.seed)
             # The world's held-out captions: train queries first, then test (as before).
             picks = [(i, "train" if i < n_train else "test") for i in range(n_train + n_test)]
-        else:
-            raise InputError(
-                "this dataset is not the embedded world, so there are no built-in query prompts: give "
-                "--prompts FILE (one prompt a line; images are generated with the model) or --query-images "
-                "DIR (logged generations: image files + metadata.jsonl with file_name and text)")
         key = _digest(model.digest(), json.dumps(captions), config.seed, sample_steps, guidance_scale)
         shape = (model.resolution, model.resolution, 3)
         generated = cached_rows(work / "query_images_generated.npy", key, shape,
                                 lambda lo, hi: model.generate(captions[lo:hi], seed=config.seed + lo,
                                                               steps=sample_steps, guidance_scale=guidance_scale),
-                                n=len(captions), batch=16, desc="generating query images", progress=progress)
-        images = np.asarray(generated).round().clip(0, 255).astype(np.uint8)
+                                n=len(captions), batch=16, desc="generating query images", progress=progress,
+                                dtype=np.uint8)
+        images = np.asarray(generated)
         sources = ["generated"] * len(captions)
         _save_pngs(out / "query_images", images)
     splits = [split for _, split in picks]
