@@ -42,12 +42,18 @@ def _vit_folder(path: Path) -> Path:
     return path
 
 
-def test_build_on_a_users_latent_model_imagefolder_and_prompts(tmp_path: Path, capsys) -> None:
-    from _pipelines import latent_pipeline
+SPACES = {"latent-epsilon": {"latent": True, "shape": [4, 8, 8], "prediction_type": "epsilon"},
+          "latent-v": {"latent": True, "shape": [4, 8, 8], "prediction_type": "v_prediction"},
+          "pixel": {"latent": False, "shape": [3, 8, 8], "prediction_type": "epsilon"}}
+
+
+@pytest.mark.parametrize("kind", sorted(SPACES))
+def test_build_on_a_users_model_imagefolder_and_prompts(tmp_path: Path, capsys, kind: str) -> None:
+    from _pipelines import PIPELINES
 
     from fastattr import Attributor
 
-    model = latent_pipeline(tmp_path / "sd-tiny")
+    model = PIPELINES[kind](tmp_path / "pipe")
     data = _imagefolder(tmp_path / "data", 24)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"a {c} photo\n" for c in ["red", "green", "blue"] * 4))
@@ -58,8 +64,7 @@ def test_build_on_a_users_latent_model_imagefolder_and_prompts(tmp_path: Path, c
     out = capsys.readouterr().out
     assert "evaluation on 2 test queries, 24 training items" in out and "student" in out
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["provenance"]["teacher"]["model_space"] == {"latent": True, "shape": [4, 8, 8],
-                                                                 "prediction_type": "epsilon"}
+    assert manifest["provenance"]["teacher"]["model_space"] == SPACES[kind]
     att = Attributor.load(tmp_path / "bundle")
     hits = att.query(np.asarray(Image.open(data / "img_004.png").convert("RGB")), "a green photo", k=5)
     assert len(hits) == 5 and all(h.caption.startswith("a ") for h in hits)
