@@ -10,7 +10,21 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "write_bytes", "write_text", "write_json", "save_npy", "atomic_dir"]
+__all__ = ["atomic_open", "write_bytes", "write_text", "write_json", "save_npy", "atomic_dir", "file_mode"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file (0o666 less the umask).
+
+    mkstemp makes its files 0o600; files we publish must be readable by whoever serves them.
+    """
+    return 0o666 & ~_umask()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,6 +64,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -101,6 +116,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes it 0o700
         for root, _dirs, files in os.walk(tmp):
             for name in files:
                 with open(os.path.join(root, name), "rb") as handle:

@@ -197,3 +197,23 @@ def test_unknown_folder_lists_layouts(tmp_path: Path) -> None:
         load_dataset(tmp_path / "x")
     with pytest.raises(DatasetError, match="image_size must be"):
         load_dataset(tmp_path / "x", image_size=0)
+
+
+def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from fastattr._atomic import write_json
+    from fastattr.data import write_dataset
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_dataset(tmp_path / "d", np.zeros((1, 2, 2, 3), np.uint8), ["c"])
+        load_dataset(_imagefolder(tmp_path / "hf", n=1), image_size=4, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(old)
+    cached = next((tmp_path / "cache" / "datasets").glob("*.npy"))
+    for path in (tmp_path / "a.json", tmp_path / "d", tmp_path / "d" / "images.npy", cached,
+                 cached.with_suffix(".json")):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._atomic import write_json
+from .._atomic import file_mode, write_json
 
 __all__ = ["cached_rows", "cache_root"]
 
@@ -66,7 +66,7 @@ def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[in
                                      f"expected {(hi - lo, *shape)}")
                 handle.write(rows.tobytes())
                 bar.update(hi - lo)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
