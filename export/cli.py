@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..data.layouts import add_dataset_arguments, dataset_from_args
+
 __all__ = ["register"]
 
 
@@ -13,7 +15,7 @@ def _run(args: argparse.Namespace) -> int:
     from .embedder import export_student
 
     exported = export_student(
-        args.student, args.out, dataset=args.dataset, fp16=args.fp16, int8=args.int8, n_parity=args.parity_n
+        args.student, args.out, dataset=dataset_from_args(args), fp16=args.fp16, int8=args.int8, n_parity=args.parity_n
     )
     print(f"wrote {exported.root} (dim {exported.dim})")
     for role, figures in exported.info["parity"].items():
@@ -33,7 +35,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("student", help="student checkpoint folder (student.json, head.safetensors, ...)")
     parser.add_argument("--out", required=True, help="embedder folder to write")
-    parser.add_argument("--dataset", help="dataset folder: real images/captions for half of the parity inputs")
+    add_dataset_arguments(parser, required=False)
     parser.add_argument("--fp16", action="store_true", help="also write embedder.fp16.onnx (for CUDA)")
     parser.add_argument("--int8", action="store_true", help="also write embedder.int8.onnx (int8-dynamic, CPU)")
     parser.add_argument("--parity-n", type=int, default=64, help="number of parity inputs (>= 64)")

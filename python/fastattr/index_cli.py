@@ -18,6 +18,7 @@ import numpy as np
 
 from ._atomic import atomic_dir, atomic_open
 from .bundle import open_bundle, write_manifest
+from .data.layouts import add_dataset_arguments, dataset_from_args
 from .errors import CheckpointError, DatasetError, InputError
 from .preprocess import PreprocessSpec, Tokenizer, normalize, resize_rgb
 
@@ -264,7 +265,7 @@ def _run_build(args: argparse.Namespace) -> int:
             evaluation = json.loads(Path(args.eval).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read evaluation figures from {args.eval!r}: {exc}") from exc
-    root = build_bundle(args.out, embedder=args.embedder, dataset=args.dataset, batch_size=args.batch_size,
+    root = build_bundle(args.out, embedder=args.embedder, dataset=dataset_from_args(args), batch_size=args.batch_size,
                         thumbnail_size=args.thumbnail_size, evaluation=evaluation, threads=args.threads)
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     size_mb = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
@@ -283,7 +284,7 @@ def register(subparsers: Any) -> None:
         "items.jsonl, thumbnails and manifest.json into a bundle folder (atomically).",
     )
     build.add_argument("--embedder", required=True, help="folder written by `fastattr export`")
-    build.add_argument("--dataset", required=True, help="dataset folder (from `fastattr world make`)")
+    add_dataset_arguments(build)
     build.add_argument("--out", required=True, help="bundle folder to write")
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--thumbnail-size", type=int, default=64, help="longest thumbnail side; 0 = no thumbnails")

@@ -217,3 +217,22 @@ def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
     for path in (tmp_path / "a.json", tmp_path / "d", tmp_path / "d" / "images.npy", cached,
                  cached.with_suffix(".json")):
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+
+
+def test_stage_commands_share_the_dataset_arguments(tmp_path: Path) -> None:
+    import argparse
+
+    from fastattr.cli import build_parser
+    from fastattr.data.layouts import add_dataset_arguments, dataset_from_args
+
+    parser = argparse.ArgumentParser()
+    add_dataset_arguments(parser)
+    root = _imagefolder(tmp_path / "hf", column="alt")
+    args = parser.parse_args(["--dataset", str(root), "--image-size", "6", "--caption-column", "alt"])
+    assert dataset_from_args(args).images.shape == (3, 6, 6, 3)
+    cli = build_parser()
+    for command in (["student", "train", "--teacher-set", "t", "--out", "o"], ["student", "eval", "--student", "s",
+                    "--teacher-set", "t", "--out", "o"], ["index", "build", "--embedder", "e", "--out", "o"],
+                    ["export", "s", "--out", "o"]):
+        parsed = cli.parse_args([*command, "--dataset", "d", "--image-size", "12"])
+        assert parsed.image_size == 12 and parsed.caption_column is None, command

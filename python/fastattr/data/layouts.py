@@ -35,7 +35,7 @@ from .cache import cache_root, cached_rows
 from .dataset import Dataset, ids_of, read_array_layout, read_jsonl
 from .images import IMAGE_POLICY, POLICY_VERSION, to_rgb_square
 
-__all__ = ["load_dataset", "open_dataset", "LAYOUTS", "CAPTION_COLUMNS"]
+__all__ = ["load_dataset", "open_dataset", "add_dataset_arguments", "dataset_from_args", "LAYOUTS", "CAPTION_COLUMNS"]
 
 LAYOUTS = (
     "dataset.json + images.npy + items.jsonl (`fastattr world make`)",
@@ -343,3 +343,25 @@ def load_dataset(path: str | os.PathLike[str], *, image_size: int | None = None,
 def open_dataset(dataset: Any, **options: Any) -> Dataset:
     """``dataset`` itself when it is already loaded, else :func:`load_dataset` of it with ``options``."""
     return dataset if isinstance(dataset, Dataset) else load_dataset(dataset, **options)
+
+
+DATASET_HELP = ("dataset: a fastattr world folder, an items.jsonl image folder, a Hugging Face imagefolder "
+                "(metadata.jsonl/.csv with file_name + caption column) or a folder of webdataset .tar shards")
+
+CAPTION_HELP = "caption column of an imagefolder's metadata (default: the first of text, caption, prompt)"
+
+
+def add_dataset_arguments(parser: Any, *, required: bool = True) -> None:
+    """``--dataset``, ``--image-size`` and ``--caption-column``, the same on every command that reads a dataset."""
+    parser.add_argument("--dataset", required=required, help=DATASET_HELP)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize and centre-crop the images to this square side (needed when they differ in "
+                             "size; `fastattr build` uses the model's resolution)")
+    parser.add_argument("--caption-column", default=None, help=CAPTION_HELP)
+
+
+def dataset_from_args(args: Any) -> Any:
+    """The dataset a command's :func:`add_dataset_arguments` name: a loaded Dataset, or None."""
+    if getattr(args, "dataset", None) is None:
+        return None
+    return load_dataset(args.dataset, image_size=args.image_size, caption_column=args.caption_column, progress=True)

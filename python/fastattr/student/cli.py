@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..data.layouts import add_dataset_arguments, dataset_from_args
+
 __all__ = ["register"]
 
 
@@ -23,7 +25,7 @@ def _train(args: argparse.Namespace) -> int:
     config = default_config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
                             dim=args.dim, seed=args.seed, objective=args.objective,
                             skip=False if args.no_skip else None)
-    log = train_student(args.dataset, args.teacher_set, args.out, image_encoder=args.image_encoder,
+    log = train_student(dataset_from_args(args), args.teacher_set, args.out, image_encoder=args.image_encoder,
                         text_encoder=args.text_encoder, max_length=args.max_length, cache_dir=args.cache_dir,
                         config=config, pretrain_steps=args.pretrain_steps, progress=not args.quiet)
     chosen = log.get("chosen", {})
@@ -37,7 +39,7 @@ def _eval(args: argparse.Namespace) -> int:
     _threads(args)
     from .evaluate import evaluate_student
 
-    results = evaluate_student(args.student, args.dataset, args.teacher_set, args.out, cache_dir=args.cache_dir,
+    results = evaluate_student(args.student, dataset_from_args(args), args.teacher_set, args.out, cache_dir=args.cache_dir,
                                ablation=not args.no_ablation, progress=not args.quiet)
     header = "method".ljust(12) + "".join(f"mAP(L={c})".rjust(18) for c in results["L"])
     print(header)
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
 
     train = sub.add_parser("train", help="train the head on frozen features from a teacher set",
                            description="Distill the teacher's rankings into an embedder (DESIGN §3).")
-    train.add_argument("--dataset", required=True, help="dataset folder (fastattr world make)")
+    add_dataset_arguments(train)
     train.add_argument("--teacher-set", required=True, help="teacher set folder (fastattr teacher curate)")
     train.add_argument("--out", required=True, help="student checkpoint folder to write")
     train.add_argument("--image-encoder", default="world",
@@ -86,7 +88,7 @@ def register(subparsers: Any) -> None:
     ev = sub.add_parser("eval", help="mAP of the student and the baselines on the test queries",
                         description="mAP(L) over the whole training set (DESIGN §4); writes results.json + plot.png.")
     ev.add_argument("--student", required=True, help="student checkpoint folder")
-    ev.add_argument("--dataset", required=True, help="dataset folder")
+    add_dataset_arguments(ev)
     ev.add_argument("--teacher-set", required=True, help="teacher set folder with test queries")
     ev.add_argument("--out", required=True, help="folder for results.json and plot.png")
     ev.add_argument("--cache-dir", default=None, help="feature cache (default: <student>/../.student-cache)")

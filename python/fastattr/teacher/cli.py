@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.layouts import CAPTION_HELP, DATASET_HELP
+
 __all__ = ["register", "DATASET_HELP", "MODEL_HELP", "PROMPTS_HELP", "QUERY_IMAGES_HELP", "CAPTION_HELP"]
 
-DATASET_HELP = ("dataset: a fastattr world folder, an items.jsonl image folder, a Hugging Face imagefolder "
-                "(metadata.jsonl/.csv with file_name + caption column) or a folder of webdataset .tar shards")
 MODEL_HELP = ("diffusers pipeline folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/, "
               "and vae/ for latent models), e.g. what `fastattr t2i train` or save_pretrained writes")
 PROMPTS_HELP = ("query prompts, one a line (or JSON lines {\"prompt\": ..., \"split\": \"train\"|\"test\"}); "
                 "images are generated with the model, seeded. Default for the embedded world: its held-out captions")
 QUERY_IMAGES_HELP = ("logged generations to attribute: an imagefolder (image files + metadata.jsonl/.csv with "
                      "file_name and the prompt in the caption column)")
-CAPTION_HELP = "caption column of an imagefolder's metadata (default: the first of text, caption, prompt)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
