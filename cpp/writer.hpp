@@ -89,7 +89,8 @@ public:
         const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
         dir_ = dir.empty() ? "/" : dir;
         // The temporary file lives beside the target so that rename() is atomic (same filesystem).
-        tmp_path_ = dir_ + "/." + name + ".tmp-XXXXXX";
+        // Named with the writer's pid so that a later writer can tell a dead writer's leftovers.
+        tmp_path_ = dir_ + "/." + name + ".tmp-" + std::to_string(static_cast<long>(::getpid())) + "-XXXXXX";
         main_fd_ = make_temp(tmp_path_, false);
         try {
             // The header is written last (pwrite at 0), once every section's place is known.

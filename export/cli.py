@@ -15,7 +15,8 @@ def _run(args: argparse.Namespace) -> int:
     from .embedder import export_student
 
     exported = export_student(
-        args.student, args.out, dataset=dataset_from_args(args), fp16=args.fp16, int8=args.int8, n_parity=args.parity_n
+        args.student, args.out, dataset=dataset_from_args(args), fp16=args.fp16, int8=args.int8, n_parity=args.parity_n,
+        overwrite=args.overwrite
     )
     print(f"wrote {exported.root} (dim {exported.dim})")
     for role, figures in exported.info["parity"].items():
@@ -39,5 +40,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write embedder.fp16.onnx (for CUDA)")
     parser.add_argument("--int8", action="store_true", help="also write embedder.int8.onnx (int8-dynamic, CPU)")
     parser.add_argument("--parity-n", type=int, default=64, help="number of parity inputs (>= 64)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace whatever is at --out (by default only an existing export folder is replaced)")
     parser.add_argument("--json", action="store_true", help="print export.json")
     parser.set_defaults(handler=_run)

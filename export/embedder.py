@@ -149,8 +149,11 @@ def export_embedder(
     images: np.ndarray | None = None,
     captions: Sequence[str] | None = None,
     source: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> ExportedEmbedder:
     """Export a torch embedder and its tokenizer into ``out_dir``, parity-checked; atomic.
+
+    An existing ``out_dir`` is replaced only if it is an export folder (or ``overwrite``).
 
     Args:
         module: ``forward(pixel_values, input_ids, attention_mask) -> (B, D)`` L2-normalized.
@@ -180,7 +183,7 @@ def export_embedder(
         batches += real.batches
     inputs = type(random_inputs)(batches)
     files = {"embedder": "embedder.onnx"}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, marker="export.json", what="export folder", overwrite=overwrite) as tmp:
         export_onnx(module, tmp / "embedder.onnx", image_size=pre.size, vocab_size=tokenizer._tok.get_vocab_size())
         parity = {"embedder": check_parity(module, tmp / "embedder.onnx", inputs).to_dict()}
         makers = {"embedder_fp16": to_fp16 if fp16 else None, "embedder_int8": to_int8 if int8 else None}

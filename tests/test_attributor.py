@@ -111,12 +111,18 @@ def test_bad_inputs(attributor):
         attributor.query(np.zeros((0, 0, 3), np.uint8), "a red square")
     with pytest.raises(InputError, match="prompt 0 is empty"):
         attributor.query(data.images[0], "")
+    with pytest.raises(InputError, match="not valid Unicode"):
+        attributor.query(data.images[0], "a red \ud800 square")   # a lone surrogate
     with pytest.raises(InputError, match="2 images and 1 prompts"):
         attributor.embed([data.images[0], data.images[1]], ["a"])
     with pytest.raises(InputError, match="list of prompts"):
         attributor.query_batch([data.images[0]], "a red square")
     with pytest.raises(InputError, match="exclude"):
         attributor.query(data.images[0], "a red square", exclude=["x"])
+    # Nothing that only looks like ids: a string is not ids 1 and 2, 2.9 is not 2, True is not 1.
+    for bad in ("12", [2.9], [True], [-1], 7):
+        with pytest.raises(InputError, match="exclude"):
+            attributor.query(data.images[0], "a red square", exclude=bad)
     long_prompt = " ".join([data.captions[0]] * 30)  # far beyond max_length: truncated, still answered
     assert len(attributor.query(data.images[0], long_prompt, k=2)) == 2
 

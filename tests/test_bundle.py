@@ -147,3 +147,26 @@ def test_interrupted_build_leaves_no_bundle(tmp_path, monkeypatch):
         index_cli.build_bundle(tmp_path / "b", embedder=kit.root() / "export", dataset=kit.dataset(), progress=False)
     assert not (tmp_path / "b").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]  # the temporary folder is gone too
+
+
+@pytest.mark.parametrize("change", [
+    {"dim": "abc"}, {"dim": None}, {"dim": 10**9}, {"n_items": -1}, {"n_items": True},
+    {"preprocessing": "x"}, {"preprocessing": {"image": {"size": [100000, 100000], "resize": "bilinear",
+                                                         "mean": [0.5] * 3, "std": [0.5] * 3},
+                                               "text": {"max_length": 16}}},
+    {"roles": "x"}, {"roles": {"embedder": 3}},
+])
+def test_malformed_manifest_fields_are_bundle_errors(bundle_copy, change) -> None:
+    _edit_manifest(bundle_copy, **change)
+    with pytest.raises(BundleError):
+        open_bundle(bundle_copy, verify="sizes")
+
+
+@pytest.mark.parametrize("entry", ["x", None, {"sha256": "0", "bytes": "abc"}, {"sha256": "0"}])
+def test_malformed_file_entries_are_bundle_errors(bundle_copy, entry) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    files = dict(manifest["files"])
+    files[next(iter(files))] = entry
+    _edit_manifest(bundle_copy, files=files)
+    with pytest.raises(BundleError, match="must be"):
+        open_bundle(bundle_copy, verify="sizes")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ._atomic import write_json
+from ._atomic import check_replaceable, write_json
 from .errors import InputError
 
 __all__ = ["BuildSettings", "BUILD_PRESETS", "Stages", "build", "default_work_for", "map_table", "print_table"]
@@ -190,6 +190,7 @@ def build(
 
     settings = settings or BUILD_PRESETS["default"]
     spec = queries or QuerySpec()
+    check_replaceable(Path(out), "manifest.json", what="bundle")   # refused now, not after the teacher
     started = time.perf_counter()
     ds, m = open_inputs(dataset, model, caption_column=caption_column, progress=progress)
     if m.path is None:

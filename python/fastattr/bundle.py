@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ._atomic import write_json
+from ._atomic import recover, write_json
 from .errors import BundleError, InputError
 from .preprocess import PreprocessSpec
 
@@ -158,6 +158,13 @@ class Items:
         return cls(ids, captions, uris, attributes)
 
 
+def _bounded_int(manifest: Mapping[str, Any], key: str, lo: int, hi: int, root: Path) -> int:
+    value = manifest.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BundleError(f"{root / MANIFEST}: {key!r} must be an integer in {lo}..{hi}, got {value!r:.60}")
+    return value
+
+
 class Bundle:
     """An opened, verified bundle folder.
 
@@ -171,9 +178,15 @@ class Bundle:
         self.root = root
         self.manifest = manifest
         self.version: tuple[int, int] = _parse_version(manifest.get("version"), root)
-        self.dim = int(manifest["dim"])
-        self.n_items = int(manifest["n_items"])
-        self.spec = PreprocessSpec.from_dict(manifest["preprocessing"])
+        self.dim = _bounded_int(manifest, "dim", 1, 16384, root)
+        self.n_items = _bounded_int(manifest, "n_items", 0, 2**32 - 1, root)
+        preprocessing = manifest.get("preprocessing")
+        if not isinstance(preprocessing, dict):
+            raise BundleError(f"{root / MANIFEST}: 'preprocessing' must be an object, got {preprocessing!r:.60}")
+        try:
+            self.spec = PreprocessSpec.from_dict(preprocessing)
+        except InputError as exc:
+            raise BundleError(f"{root / MANIFEST}: {exc}") from None
 
     def has(self, role: str) -> bool:
         """Whether the bundle holds a file for ``role``."""
@@ -231,11 +244,15 @@ def open_bundle(path: str | os.PathLike[str], *, verify: str = "full") -> Bundle
     if verify not in ("full", "sizes"):
         raise InputError(f"verify must be 'full' or 'sizes', got {verify!r}")
     root = Path(path)
+    recover(root)   # a replacement cut off between its two renames (no atomic exchange here)
     manifest = _read_manifest(root)
     _parse_version(manifest["version"], root)
     files = manifest["files"]
     if not isinstance(files, dict):
         raise BundleError(f"{root / MANIFEST}: 'files' must map names to {{sha256, bytes}}")
+    roles = manifest.get("roles")
+    if not isinstance(roles, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in roles.items()):
+        raise BundleError(f"{root / MANIFEST}: 'roles' must map role names to file names, got {roles!r:.80}")
     for role in REQUIRED_ROLES:
         if role not in manifest["roles"]:
             raise BundleError(f"{root / MANIFEST} names no {role!r} file; rebuild the bundle")
@@ -243,11 +260,14 @@ def open_bundle(path: str | os.PathLike[str], *, verify: str = "full") -> Bundle
         if name not in files:
             raise BundleError(f"{root / MANIFEST}: the {role!r} file {name!r} has no checksum entry")
     for name, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry.get("bytes"), bool):
+            raise BundleError(f"{root / MANIFEST}: the entry of {name!r} must be {{\"sha256\": str, \"bytes\": int}}, "
+                              f"got {entry!r:.80}")
         file_path = safe_path(root, name)
         if not file_path.is_file():
             raise BundleError(f"bundle {root} is missing {name!r}; rebuild it with `fastattr index build`")
         size = file_path.stat().st_size
-        if size != int(entry.get("bytes", -1)):
+        if size != entry["bytes"]:
             raise BundleError(f"{file_path} has {size} bytes, the manifest says {entry.get('bytes')}: the file was altered or truncated")
         if verify == "full" and sha256_file(file_path) != entry.get("sha256"):
             raise BundleError(f"{file_path} does not match its SHA-256 in the manifest: the file was altered; rebuild the bundle")

@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastattrError as exc:
         print(f"fastattr: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A path the user gave that cannot be read or written (a folder where a file goes, no
+        # permission, a full disk): the system's own words and the path, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fastattr: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fastattr: interrupted", file=sys.stderr)
         return 130

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._atomic import remove_stale_temps
 from .errors import IndexFormatError, IndexQueryError, MissingDependencyError
 
 try:
@@ -132,6 +133,7 @@ class IndexWriter:
         if not 1 <= dim <= 16384:
             raise IndexFormatError(f"cannot build an index of dim {dim}: dim must be in [1, 16384]")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)   # what killed writers left beside this path
         self._writer: Any = _core.Writer(str(self.path), dim, bool(rerank_vectors))
         self._closed = False
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ._atomic import atomic_dir, atomic_open
+from ._atomic import atomic_dir, atomic_open, check_replaceable
 from .bundle import open_bundle, write_manifest
 from .data.layouts import add_dataset_arguments, dataset_from_args
 from .errors import CheckpointError, DatasetError, InputError
@@ -146,8 +146,12 @@ def build_bundle(
     progress: bool = True,
     vectors: np.ndarray | Iterable[np.ndarray] | None = None,
     variants: Mapping[str, str | os.PathLike[str]] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a complete bundle for ``dataset`` with the exported ``embedder``; atomic.
+
+    An existing folder at ``out`` is replaced (in one atomic exchange) only if it is a bundle;
+    anything else there is refused unless ``overwrite``.
 
     Args:
         out: the bundle folder to create (an existing one is replaced only when the new one is done).
@@ -180,6 +184,9 @@ def build_bundle(
     """
     from . import index as index_module
     from .export import load_export
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_replaceable(Path(out), "manifest.json", overwrite=overwrite, what="bundle")   # before any work
     from .data import open_dataset
 
     exported = load_export(embedder)
@@ -208,7 +215,7 @@ def build_bundle(
                         "rows": n_items, "dim": exported.dim}
         if isinstance(vectors, np.ndarray):
             chunks = iter(list(chunks))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker="manifest.json", what="bundle", overwrite=overwrite) as tmp:
         roles = {"embedder": "embedder.onnx", "tokenizer": "tokenizer.json", "index": "index.fai", "items": "items.jsonl"}
         shutil.copyfile(exported.onnx_path, tmp / "embedder.onnx")
         shutil.copyfile(exported.tokenizer_path, tmp / "tokenizer.json")
@@ -259,6 +266,7 @@ def build_bundle(
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    check_replaceable(Path(args.out), "manifest.json", overwrite=args.overwrite, what="bundle")
     evaluation = None
     if args.eval:
         try:
@@ -266,7 +274,8 @@ def _run_build(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read evaluation figures from {args.eval!r}: {exc}") from exc
     root = build_bundle(args.out, embedder=args.embedder, dataset=dataset_from_args(args), batch_size=args.batch_size,
-                        thumbnail_size=args.thumbnail_size, evaluation=evaluation, threads=args.threads)
+                        thumbnail_size=args.thumbnail_size, evaluation=evaluation, threads=args.threads,
+                        overwrite=args.overwrite)
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     size_mb = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
     print(f"wrote bundle {root}: {manifest['n_items']} items, dim {manifest['dim']}, {size_mb:.1f} MB")
@@ -290,4 +299,6 @@ def register(subparsers: Any) -> None:
     build.add_argument("--thumbnail-size", type=int, default=64, help="longest thumbnail side; 0 = no thumbnails")
     build.add_argument("--eval", help="JSON file of evaluation figures to record in the manifest")
     build.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace whatever is at --out (by default only an existing bundle is replaced)")
     build.set_defaults(handler=_run_build)

@@ -48,6 +48,10 @@ ImageLike = Union["PIL.Image.Image", np.ndarray, str, os.PathLike, bytes, bytear
 _RESAMPLE = ("nearest", "bilinear", "bicubic")
 
 
+MAX_SIDE = 4096     # pixels per side of the embedder's input (ViT-g at 518 is far below)
+MAX_TOKENS = 8192   # tokens of a prompt
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How raw images and prompts become embedder inputs; stored in the bundle manifest.
@@ -76,16 +80,17 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         size = tuple(int(v) for v in self.size)
-        if len(size) != 2 or min(size) <= 0:
-            raise InputError(f"preprocessing size must be two positive ints (H, W), got {self.size!r}")
+        # Bounded: a manifest is read from disk, and its size is what the first query allocates.
+        if len(size) != 2 or min(size) <= 0 or max(size) > MAX_SIDE:
+            raise InputError(f"preprocessing size must be two ints in 1..{MAX_SIDE} (H, W), got {self.size!r}")
         if self.resize not in _RESAMPLE:
             raise InputError(f"preprocessing resize must be one of {_RESAMPLE}, got {self.resize!r}")
         mean = tuple(float(v) for v in self.mean)
         std = tuple(float(v) for v in self.std)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise InputError(f"preprocessing mean/std must be 3 values with std > 0, got {mean}, {std}")
-        if int(self.max_length) < 2:
-            raise InputError(f"max_length must be at least 2 tokens, got {self.max_length}")
+        if not 2 <= int(self.max_length) <= MAX_TOKENS:
+            raise InputError(f"max_length must be 2..{MAX_TOKENS} tokens, got {self.max_length}")
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
@@ -332,6 +337,11 @@ class Tokenizer:
                 raise InputError(f"prompt {i} has type {type(text).__name__}; pass a str")
             if not text.strip():
                 raise InputError(f"prompt {i} is empty; pass the prompt that generated the image")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:   # a lone surrogate: the tokenizer would raise TypeError
+                raise InputError(f"prompt {i} is not valid Unicode text ({exc.reason} at position {exc.start}); "
+                                 "decode it with errors='replace' first") from None
         encodings = self._tok.encode_batch(texts)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)

@@ -22,8 +22,12 @@ def test_train_and_eval(world, teacher_dir, text_encoder_dir, tmp_path, capsys):
     assert "regression" not in json.loads((tmp_path / "eval" / "results.json").read_text())["methods"]
 
 
-def test_error_exit(tmp_path, capsys):
-    rc = main(["student", "eval", "--student", str(tmp_path), "--dataset", str(tmp_path), "--teacher-set",
+def test_error_exit(world, tmp_path, capsys):
+    rc = main(["student", "eval", "--student", str(tmp_path), "--dataset", str(world.path), "--teacher-set",
                str(tmp_path), "--out", str(tmp_path / "e"), "--quiet"])
     assert rc == 1
     assert "CheckpointError" in capsys.readouterr().err
+    # A dataset that is no dataset is named first, with the layouts fastattr reads.
+    rc = main(["student", "eval", "--student", str(tmp_path), "--dataset", str(tmp_path), "--teacher-set",
+               str(tmp_path), "--out", str(tmp_path / "e"), "--quiet"])
+    assert rc == 1 and "imagefolder" in capsys.readouterr().err

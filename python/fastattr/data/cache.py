@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._atomic import file_mode, write_json
+from .._atomic import file_mode, remove_stale_temps, write_json
 
 __all__ = ["cached_rows", "cache_root"]
 
@@ -48,6 +48,7 @@ def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[in
         except (json.JSONDecodeError, ValueError, OSError):
             pass  # an unreadable cache is recomputed
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # The header comes from numpy; the rows are appended with plain writes, not through a memory
     # map, so that written pages are not counted against this process and leave the page cache freely.

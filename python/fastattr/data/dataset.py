@@ -107,7 +107,7 @@ def write_dataset(
     if uris is not None and len(uris) != n:
         raise DatasetError(f"uris has {len(uris)} entries for {n} images.")
     target = Path(path)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, marker="dataset.json", what="dataset folder") as tmp:
         np.save(tmp / "images.npy", images, allow_pickle=False)
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
             for i in range(n):

@@ -53,7 +53,7 @@ def save_student(folder: str | Path, image_encoder: ImageEncoder, text_encoder: 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, marker="student.json", what="student checkpoint") as tmp:
         image_encoder.model.save_pretrained(tmp / "image_encoder", safe_serialization=True)
         text_encoder.model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
         text_encoder.tokenizer.save(str(tmp / "tokenizer.json"))

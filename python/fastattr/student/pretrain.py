@@ -137,7 +137,7 @@ def save_image_encoder(encoder: ImageEncoder, folder: str | Path, *, info: dict[
         >>> save_image_encoder(enc, "runs/image_encoder")  # doctest: +SKIP
     """
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, marker="config.json", what="image encoder folder") as tmp:
         encoder.model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "preprocessor_config.json",
                    {"image_mean": encoder.mean, "image_std": encoder.std, "resample": 2,

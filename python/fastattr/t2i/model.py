@@ -87,7 +87,7 @@ def save_model(path: str | os.PathLike[str], pipeline: Any, config: T2IConfig, *
     from safetensors.torch import save_file
 
     target = Path(path)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, marker=CONFIG_FILE, what="t2i model folder") as tmp:
         pipeline.save_pretrained(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (tmp / "train_state.json").write_text(
