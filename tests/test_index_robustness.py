@@ -179,3 +179,26 @@ def test_search_after_fork(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, str(tmp_path / "f.fai")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_in_place_overwrite_is_refused_but_a_rename_is_served(tmp_path: Path) -> None:
+    import os
+
+    from fastattr.errors import IndexQueryError
+
+    path = tmp_path / "a.fai"
+    vectors = np.eye(8, dtype=np.float32)
+    index.build(path, vectors, np.arange(8))
+    opened = index.open(path)
+    assert opened.search(vectors[3], k=1)[0].tolist() == [3]
+    # Replaced by rename (how fastattr writes): the old mapping stays valid and is served.
+    index.build(path, vectors[::-1].copy(), np.arange(8))
+    assert opened.search(vectors[3], k=1)[0].tolist() == [3]
+    # Overwritten in place (cp, rsync --inplace): refused before the mapping is read.
+    fresh = index.open(path)
+    data = path.read_bytes()
+    with open(path, "r+b") as handle:
+        handle.truncate(len(data) // 2)
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(IndexQueryError, match="modified in place"):
+        fresh.search(vectors[3], k=1)

@@ -240,8 +240,30 @@ class Index:
         (3, 3)
     """
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, identity: tuple[int, int, int, int] | None = None) -> None:
         self._core = core
+        # (device, inode, size, mtime) of the mapped file when it was opened, see _check_unchanged.
+        self._identity = identity
+
+    def _check_unchanged(self) -> None:
+        """Refuse to read a mapping whose file was overwritten in place (cp, rsync --inplace).
+
+        Such a write changes or truncates the mapped pages under us: reading them returns
+        garbage or kills the process with SIGBUS. A file *replaced* by rename (how fastattr
+        writes) is a different inode and the old mapping stays valid, so it is served as opened.
+        One stat per search call.
+        """
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return   # renamed or removed: the mapping of the old inode stays valid
+        if (st.st_dev, st.st_ino) == self._identity[:2] and (st.st_size, st.st_mtime_ns) != self._identity[2:]:
+            raise IndexQueryError(
+                f"the index file {self.path} was modified in place after it was opened (size or time changed); "
+                "reading the mapping now could return garbage or crash: reopen it. Replace index files by "
+                "writing a new file and renaming it over the old one, as fastattr's writers do.")
 
     def __len__(self) -> int:
         return len(self._core)
@@ -370,6 +392,7 @@ class Index:
             raise IndexQueryError(
                 f"query {int(bad[0])} has a NaN or infinite value at position {int(bad[1])}; pass finite floats"
             )
+        self._check_unchanged()
         ids, scores = self._core.search(array, count, excluded, factor, _threads(threads))
         return ids, scores
 
@@ -387,4 +410,9 @@ def open(path: str | os.PathLike[str]) -> Index:  # noqa: A001 - the module's ve
         >>> open(path).dim
         2
     """
-    return Index(_core.Index(os.fspath(path)))
+    try:
+        st = os.stat(path)
+        identity: tuple[int, int, int, int] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        identity = None   # the core reports the missing file with its own message
+    return Index(_core.Index(os.fspath(path)), identity)

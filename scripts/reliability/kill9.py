@@ -3,13 +3,16 @@
 Usage:
     python scripts/reliability/kill9.py --work /tmp/fastattr-kill9 --trials 100 \
         [--embedder runs/export --dataset runs/world]     # bundle trials need an exported embedder
+        [--model runs/t2i]                                # curation trials need a pipeline folder too
 
 Each trial starts a child process that replaces an existing output (a bare index of 200,000 × 64
 vectors, or a bundle when ``--embedder``/``--dataset`` are given, alternating), kills it with
 SIGKILL after a random delay within the write's measured duration, and checks that the path holds
 either the old output or the new one, complete and loadable (an index answers a search; a bundle
 passes ``open_bundle(verify="full")``). Then a clean write runs and the folder must hold no
-temporaries. Prints one JSON summary: trials per kind and outcome.
+temporaries. With ``--model``, curation trials kill a small ``teacher curate`` run, resume it, and
+compare the teacher set with an undisturbed run's, array by array. Prints one JSON summary: trials
+per kind and outcome.
 """
 
 from __future__ import annotations
@@ -39,6 +42,23 @@ from fastattr.index_cli import build_bundle
 build_bundle(sys.argv[1], embedder=sys.argv[3], dataset=sys.argv[4], evaluation={"seed": int(sys.argv[2])},
              progress=False)
 """
+
+
+CURATE_ARGS = ["--train-queries", "4", "--test-queries", "1", "--candidates-k", "32", "--subsample-m", "16",
+               "--timesteps", "2", "--query-draws", "4", "--workers", "1", "--sample-steps", "4", "--threads", "1"]
+
+
+def curate_child(out: Path, args: argparse.Namespace) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fastattr", "teacher", "curate", "--dataset", str(args.dataset),
+                             "--model", str(args.model), "--out", str(out), *CURATE_ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def same_teacher_set(a: Path, b: Path) -> bool:
+    import numpy as np
+
+    with np.load(a / "pairs.npz") as x, np.load(b / "pairs.npz") as y:
+        return all(np.array_equal(x[k], y[k]) for k in ("query_id", "item_id", "rank", "score"))
 
 
 def digest(path: Path) -> str:
@@ -84,17 +104,19 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--embedder", default=None)
     parser.add_argument("--dataset", default=None)
+    parser.add_argument("--model", default=None, help="pipeline folder: adds curation trials")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    kinds = ["index", "bundle"] if args.embedder and args.dataset else ["index"]
+    writer_kinds = ["index", "bundle"] if args.embedder and args.dataset else ["index"]
+    kinds = writer_kinds + (["curate"] if args.model and args.dataset else [])
     rng = random.Random(args.seed)
-    paths = {"index": work / "items.fai", "bundle": work / "bundle"}
+    paths = {"index": work / "items.fai", "bundle": work / "bundle", "curate": work / "teacher"}
     durations = {}
     for kind in kinds:   # an existing output at the path, and how long one write takes
         t0 = time.perf_counter()
-        child = run_child(kind, paths[kind], 1, args)
+        child = curate_child(work / "teacher-reference", args) if kind == "curate" else run_child(kind, paths[kind], 1, args)
         if child.wait() != 0:
             raise SystemExit(f"a clean {kind} write failed: {child.stderr.read().decode()}")
         durations[kind] = time.perf_counter() - t0
@@ -102,9 +124,25 @@ def main() -> None:
     for trial in range(args.trials):
         kind = kinds[trial % len(kinds)]
         path = paths[kind]
+        if kind == "curate":
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            child = curate_child(path, args)
+            time.sleep(rng.uniform(0.05, 1.0) * durations[kind])
+            killed = child.poll() is None
+            if killed:
+                os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            resumed = curate_child(path, args)
+            ok = resumed.wait() == 0 and same_teacher_set(path, work / "teacher-reference")
+            outcome = f"{'killed' if killed else 'finished'}, resumed {'equal to' if ok else 'DIFFERENT FROM'} undisturbed"
+            outcomes[kind][outcome] = outcomes[kind].get(outcome, 0) + 1
+            print(f"trial {trial}: {kind}: {outcome}", file=sys.stderr)
+            continue
         before = digest(path)
         child = run_child(kind, path, 100 + trial, args)
-        time.sleep(rng.uniform(0.05, 1.0) * durations[kind])
+        time.sleep(rng.uniform(0.05, 1.3) * durations[kind])   # some kills land after the write finished
         killed = child.poll() is None
         if killed:
             os.kill(child.pid, signal.SIGKILL)
