@@ -122,7 +122,9 @@ def write_dataset(
     return target
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_json_lines(path: Path, string_field: str | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, one per non-blank line, each with a string
+    ``string_field`` when one is named; a bad line is a DatasetError naming it."""
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -134,12 +136,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise DatasetError(
                     f"{path} line {line_no} is not valid JSON ({exc.msg}). Fix or regenerate the file."
                 ) from None
-            if not isinstance(row, dict) or not isinstance(row.get("caption"), str):
-                raise DatasetError(
-                    f"{path} line {line_no} must be a JSON object with a string \"caption\"."
-                )
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path} line {line_no} must be a JSON object.")
+            if string_field is not None and not isinstance(row.get(string_field), str):
+                raise DatasetError(f"{path} line {line_no} must have a string \"{string_field}\".")
             rows.append(row)
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """An items.jsonl listing: JSON objects, each with a string "caption"."""
+    return read_json_lines(path, string_field="caption")
 
 
 def ids_of(rows: list[dict[str, Any]], where: Path) -> np.ndarray:

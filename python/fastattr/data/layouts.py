@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .cache import cache_root, cached_rows
-from .dataset import Dataset, ids_of, read_array_layout, read_jsonl
+from .dataset import Dataset, ids_of, read_array_layout, read_json_lines, read_jsonl
 from .images import IMAGE_POLICY, POLICY_VERSION, to_rgb_square
 
 __all__ = ["load_dataset", "open_dataset", "add_dataset_arguments", "dataset_from_args", "LAYOUTS", "CAPTION_COLUMNS"]
@@ -109,19 +109,7 @@ def _metadata_rows(file: Path) -> list[dict[str, Any]]:
     if file.suffix == ".csv":
         with open(file, encoding="utf-8", newline="") as handle:
             return [dict(row) for row in csv.DictReader(handle)]
-    rows = []
-    with open(file, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{file} line {line_no} is not valid JSON ({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{file} line {line_no} must be a JSON object.")
-            rows.append(row)
-    return rows
+    return read_json_lines(file)
 
 
 def _imagefolder_source(root: Path, caption_column: str | None) -> _Source:
