@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from .._atomic import file_mode, remove_stale_temps, write_json
 
-__all__ = ["cached_rows", "cache_root"]
+__all__ = ["cached_rows", "cache_root", "content_digest"]
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -20,6 +21,25 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         return Path(cache_dir)
     env = os.environ.get("FASTATTR_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "fastattr"
+
+
+def content_digest(*parts: Any) -> str:
+    """A cache key: blake2b over strings, bytes, numbers and arrays (or torch tensors), each array
+    hashed with its shape and dtype a slice at a time, so a memory map is never read whole."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if isinstance(part, str):
+            h.update(part.encode())
+        elif isinstance(part, bytes):
+            h.update(part)
+        elif part is None or isinstance(part, (bool, int, float)):
+            h.update(str(part).encode())
+        else:
+            array = part.detach().cpu().numpy() if hasattr(part, "detach") else part
+            h.update(f"{array.shape}{np.asarray(array[:0]).dtype}".encode())
+            for lo in range(0, len(array), 4096):
+                h.update(np.ascontiguousarray(array[lo:lo + 4096]).tobytes())
+    return h.hexdigest()
 
 
 def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[int, int], np.ndarray], *,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, write_json
+from ..data.cache import content_digest
 from ..errors import CheckpointError, InputError
 from .ekfac import FISHER_KINDS, KVFisher
 from .features import FEATURE_DESCRIPTION, retrieval_features, retrieval_means, subsample, top_k_candidates
@@ -134,22 +134,6 @@ class QueryInputs:
             raise InputError("curation needs at least one query")
 
 
-def _digest(*parts: Any) -> str:
-    """blake2b over strings, bytes and arrays; arrays are hashed a slice at a time (memory maps)."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        if isinstance(part, str):
-            h.update(part.encode())
-        elif isinstance(part, bytes):
-            h.update(part)
-        else:
-            array = part.detach().numpy() if isinstance(part, torch.Tensor) else part
-            h.update(f"{array.shape}{np.asarray(array[:0]).dtype}".encode())
-            for lo in range(0, len(array), 4096):
-                h.update(np.ascontiguousarray(array[lo:lo + 4096]).tobytes())
-    return h.hexdigest()
-
-
 def _save_rows(path: Path, array: Any) -> None:
     """Save an (n, ...) array or tensor as float32 ``.npy`` a slice at a time, atomically."""
     src = array.detach().numpy() if isinstance(array, torch.Tensor) else array
@@ -236,16 +220,16 @@ def curate(
                          "load the model with fastattr.models.load_diffusion_model(folder) or use workers=1")
     root, work = Path(out), Path(out) / "work"
     n_q = len(queries.captions)
-    item_digest = items.digest or _digest(items.x, items.text_states, np.asarray(items.ids, np.int64))
+    item_digest = items.digest or content_digest(items.x, items.text_states, np.asarray(items.ids, np.int64))
     candidate_keys = ("seed", "candidates_k", "subsample_m")
     # Two fingerprints: the prepared inputs (candidates, the method's query-independent part)
     # and the whole run (adds the method's other settings).
-    prep_fingerprint = _digest(
+    prep_fingerprint = content_digest(
         json.dumps({"candidates": {k: getattr(config, k) for k in candidate_keys},
                     "method": method.prepare_settings()}, sort_keys=True),
         model.digest(), item_digest, queries.images, queries.x, queries.text_states,
         json.dumps([list(queries.captions), list(queries.splits)]))
-    fingerprint = _digest(prep_fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True),
+    fingerprint = content_digest(prep_fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True),
                           json.dumps(method.settings(), sort_keys=True))
     run_info = {"fingerprint": fingerprint, "prep_fingerprint": prep_fingerprint,
                 "config": dataclasses.asdict(config), "method": method.settings(),

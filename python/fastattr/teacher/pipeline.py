@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -16,7 +15,7 @@ from ..errors import CheckpointError
 from .curate import CurationConfig, ItemInputs, QueryInputs, curate
 from .ekfac import KVFisher, load_fisher
 from .fisher import fit_fisher
-from ..data.cache import cached_rows
+from ..data.cache import cached_rows, content_digest
 from .inputs import dataset_inputs
 from .queries import QuerySpec, assign_splits, read_prompts, uses_world_captions
 
@@ -24,13 +23,6 @@ if TYPE_CHECKING:
     from ..models import DiffusionModel
 
 __all__ = ["open_inputs", "fit_fisher_on_folders", "curate_folders", "build_queries"]
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else str(p).encode())
-    return h.hexdigest()
 
 
 def open_inputs(dataset: Any, model: Any, *, caption_column: str | None = None,
@@ -103,7 +95,7 @@ def build_queries(model: "DiffusionModel", ds: Any, spec: QuerySpec, config: Cur
             captions = held_out_captions(n_train + n_test, config.seed)
             # The world's held-out captions: train queries first, then test (as before).
             picks = [(i, "train" if i < n_train else "test") for i in range(n_train + n_test)]
-        key = _digest(model.digest(), json.dumps(captions), config.seed, sample_steps, guidance_scale)
+        key = content_digest(model.digest(), json.dumps(captions), config.seed, sample_steps, guidance_scale)
         shape = (model.resolution, model.resolution, 3)
         generated = cached_rows(work / "query_images_generated.npy", key, shape,
                                 lambda lo, hi: model.generate(captions[lo:hi], seed=config.seed + lo,
@@ -167,7 +159,7 @@ def curate_folders(
         kv_fisher = load_fisher(fisher)
     else:
         fisher_file = work / "fisher_fitted.safetensors"
-        f_key = _digest(item_key, fisher_draws_per_item, config.seed)
+        f_key = content_digest(item_key, fisher_draws_per_item, config.seed)
         key_file = work / "fisher_fitted.json"
         if fisher_file.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("key") == f_key:
             kv_fisher = load_fisher(fisher_file)
