@@ -239,18 +239,9 @@ class Attributor:
         return np.ascontiguousarray(np.concatenate(outs).astype(np.float32, copy=False))
 
     def _exclude(self, exclude: Iterable[int] | None) -> tuple[np.ndarray | None, int]:
-        if exclude is None:
-            return None, 0
-        # A string is iterable too ("12" would exclude ids 1 and 2), and int(2.9) is 2: accept
-        # integers only, never a conversion that guesses.
-        if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
-            raise InputError(f"exclude must be an iterable of integer item ids, got {type(exclude).__name__} {exclude!r:.60}")
-        values = list(exclude)
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**64]
-        if bad:
-            raise InputError(f"exclude must hold non-negative integer item ids; got {bad[0]!r} "
-                             f"({type(bad[0]).__name__}){f' and {len(bad) - 1} more' if len(bad) > 1 else ''}")
-        ids = np.asarray([int(v) for v in values], dtype=np.uint64)
+        from .index import exclusion_ids
+
+        ids = exclusion_ids(exclude, InputError)
         present = sum(1 for i in set(ids.tolist()) if i in self._items)
         return (ids if len(ids) else None), present
 

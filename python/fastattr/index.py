@@ -81,17 +81,27 @@ def _as_vectors(values: Any, what: str, error: type[Exception]) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _exclusions(exclude: Any) -> np.ndarray:
+def exclusion_ids(exclude: Any, error: type[Exception] = IndexQueryError) -> np.ndarray:
+    """``exclude`` (None, an integer array or an iterable of integer ids) as a uint64 array.
+
+    Only integers count: a string is not the ids of its digits, 2.9 is not 2 and True is not 1,
+    so each is refused with ``error`` rather than converted by a guess. Python ints are checked one
+    by one, because numpy turns a list that mixes ids below and above 2**63 into float64.
+    """
     if exclude is None:
         return np.zeros(0, dtype=np.uint64)
-    if not isinstance(exclude, np.ndarray):
-        try:
-            exclude = list(exclude)
-        except TypeError:
-            raise IndexQueryError(
-                f"exclude must be an iterable of item ids, got {type(exclude).__name__}"
-            ) from None
-    return _as_ids(exclude, "exclude", IndexQueryError)
+    if isinstance(exclude, np.ndarray):
+        return _as_ids(exclude, "exclude", error)
+    if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
+        raise error(f"exclude must be an iterable of integer item ids, got {type(exclude).__name__} {exclude!r:.60}")
+    values = list(exclude)
+    for value in values:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            raise error(f"exclude must be a 1-D sequence of integer ids, got an element {value!r:.60}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < 2**64:
+            raise error(f"exclude must hold non-negative integers (item ids) below 2**64; got {value!r:.60} "
+                        f"({type(value).__name__})")
+    return np.fromiter((int(v) for v in values), dtype=np.uint64, count=len(values))
 
 
 def _threads(threads: int | None) -> int:
@@ -386,7 +396,7 @@ class Index:
         factor = _as_int(rerank, "rerank", IndexQueryError)
         if factor < 0:
             raise IndexQueryError(f"rerank must be 0 (off) or a positive multiple of k, got {factor}")
-        excluded = _exclusions(exclude)
+        excluded = exclusion_ids(exclude)
         if not np.isfinite(array).all():
             bad = np.argwhere(~np.isfinite(array))[0]
             raise IndexQueryError(

@@ -50,6 +50,7 @@ _RESAMPLE = ("nearest", "bilinear", "bicubic")
 
 MAX_SIDE = 4096     # pixels per side of the embedder's input (ViT-g at 518 is far below)
 MAX_TOKENS = 8192   # tokens of a prompt
+MAX_DECODED_PIXELS = 8192 * 8192   # an encoded image larger than this is refused before decoding
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,24 @@ def _decode(data: bytes, where: str) -> "Any":
     Image, ImageOps = _pil()
     from PIL import UnidentifiedImageError
 
+    def too_large(pixels: str) -> InputError:
+        return InputError(f"{where} is {pixels} pixels, more than the {MAX_DECODED_PIXELS:,} fastattr decodes; "
+                          "downscale it first (the embedder sees it resized anyway).")
+
     try:
         img = Image.open(io.BytesIO(data))
+        # Only the header is read so far: refuse a huge image before it costs gigabytes to decode
+        # (PIL itself only warns below 179 Mpx).
+        if img.width * img.height > MAX_DECODED_PIXELS:
+            raise too_large(f"{img.width}x{img.height}")
         img.load()
         # Photos carry their rotation in EXIF; apply it so the pixels are as a viewer shows them.
         return ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise too_large("over 179 million") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{where} is not a decodable image ({exc}). Pass a PNG/JPEG file, bytes, a PIL image or an array.") from exc
 
 
