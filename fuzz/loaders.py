@@ -5,6 +5,7 @@ Usage:
     python fuzz/loaders.py index-header -atheris_runs=1000000 [CORPUS_DIR]
     python fuzz/loaders.py bundle       -atheris_runs=100000  [CORPUS_DIR]
     python fuzz/loaders.py index  -max_total_time=15          # the short run of the test suite
+    python fuzz/loaders.py materialize CORPUS_DIR OUT_DIR     # index-header inputs -> index files
 
 ``index``: the bytes are written as an index file, opened, verified and searched. Almost every
 mutation of a whole file stops at the header checksum, so ``index-header`` reads its bytes as up
@@ -154,9 +155,23 @@ def fuzz_bundle(data: bytes) -> None:
 TARGETS = {"index": fuzz_index, "index-header": fuzz_index_header, "bundle": fuzz_bundle}
 
 
+def materialize(corpus: Path, out: Path) -> int:
+    """Writes the index file each ``index-header`` corpus input stands for (to replay them elsewhere,
+    e.g. through the ASan build of cpp/tests); returns how many."""
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = sorted(p for p in corpus.iterdir() if p.is_file())
+    for entry in inputs:
+        (out / f"{entry.name}.fai").write_bytes(patched_index(entry.read_bytes()))
+    return len(inputs)
+
+
 def main() -> None:
     global _BUNDLE, _SEED
     target = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+    if target == "materialize" and len(sys.argv) == 3:
+        _SEED = _seed_index()
+        print(f"wrote {materialize(Path(sys.argv[1]), Path(sys.argv[2]))} index files to {sys.argv[2]}")
+        return
     if target not in TARGETS:
         raise SystemExit(f"usage: python fuzz/loaders.py {'|'.join(TARGETS)} [atheris/libFuzzer options] [CORPUS_DIR]")
     corpus = [a for a in sys.argv[1:] if not a.startswith("-")]
