@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fastattr.errors import CheckpointError
-from fastattr.student.data import load_items, load_teacher_set
+from fastattr.student.data import load_items
+from fastattr.teacher.teacher_set import load_teacher_set
 
 
 def test_loads_and_checks(teacher_dir, world):

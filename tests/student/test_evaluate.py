@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fastattr.errors import InputError
-from fastattr.student.evaluate import METHODS, ap_at_cutoffs, evaluate_student, plot_results
-from fastattr.student.metrics import average_precision
+from fastattr.student.evaluate import METHODS, evaluate_student, plot_results
+from fastattr.student.metrics import ap_at_cutoffs, average_precision
 
 
 def test_ap_at_cutoffs_matches_reference():

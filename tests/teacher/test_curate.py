@@ -77,7 +77,7 @@ def test_resume_skips_finished_queries(setup, tmp_path) -> None:
     result_path(work, 2).unlink()
     result_path(work, 3).unlink()
     with np.load(result_path(work, 0)) as r:
-        rows, score = r["item_rows"], r["score"]
+        rows = r["item_rows"]
     np.savez(result_path(work, 0), item_rows=rows, score=np.arange(len(rows), dtype=np.float32))
     again = load_teacher_set(run(tmp_path / "r"))
     assert again.meta["resumed_queries"] == 2
@@ -123,3 +123,64 @@ def test_errors(setup, tmp_path) -> None:
         run(tmp_path / "x", workers=0)
     with pytest.raises(CheckpointError, match="no teacher_set.json"):
         load_teacher_set(tmp_path / "x")
+
+
+class _StubModel:
+    path = None
+
+    def digest(self) -> str:
+        return "model-digest"
+
+
+class _StubMethod:
+    def __init__(self, **settings):
+        self._settings = settings
+
+    def prepare_settings(self) -> dict:
+        return {"n_timesteps": self._settings.get("n_timesteps", 4)}
+
+    def settings(self) -> dict:
+        return dict(self._settings)
+
+
+def test_fingerprint_step_separates_prepared_inputs_from_run_settings() -> None:
+    from fastattr.teacher.curate import _fingerprints
+
+    items = ItemInputs(x=np.zeros((3, 1, 2, 2), np.float32), text_states=np.zeros((3, 2, 4), np.float32),
+                       ids=np.arange(3))
+    queries = QueryInputs(captions=["a"], images=np.zeros((1, 2, 2, 3), np.uint8),
+                          x=np.zeros((1, 1, 2, 2), np.float32), text_states=np.zeros((1, 2, 4), np.float32),
+                          splits=["test"])
+    config = CurationConfig(candidates_k=2)
+    prep, run = _fingerprints(_StubModel(), items, queries, _StubMethod(eta=0.01), config)
+    assert (prep, run) == _fingerprints(_StubModel(), items, queries, _StubMethod(eta=0.01), config)
+    # Another η: the same prepared inputs, another run.
+    prep2, run2 = _fingerprints(_StubModel(), items, queries, _StubMethod(eta=0.02), config)
+    assert prep2 == prep and run2 != run
+    # Other candidates, items or query captions: both change.
+    for args in ((items, queries, CurationConfig(candidates_k=3)),
+                 (ItemInputs(x=items.x, text_states=items.text_states, ids=np.arange(1, 4)), queries, config),
+                 (items, QueryInputs(**{**queries.__dict__, "captions": ["b"]}), config)):
+        other_prep, other_run = _fingerprints(_StubModel(), args[0], args[1], _StubMethod(eta=0.01), args[2])
+        assert other_prep != prep and other_run != run
+
+
+def test_open_work_step_refuses_another_run_unless_overwrite(tmp_path) -> None:
+    import json
+
+    from fastattr.teacher.curate import _open_work
+
+    work = tmp_path / "work"
+    _open_work(work, {"fingerprint": "a", "note": 1}, overwrite=False)
+    (work / "results").mkdir()
+    (work / "results" / "q000000.npz").write_bytes(b"x")
+    (work / "cache.npy").write_bytes(b"keep")
+    _open_work(work, {"fingerprint": "a", "note": 2}, overwrite=False)    # the same run resumes
+    assert (work / "results" / "q000000.npz").is_file()
+    assert json.loads((work / "run.json").read_text())["note"] == 2
+    with pytest.raises(CheckpointError, match="other inputs or settings"):
+        _open_work(work, {"fingerprint": "b"}, overwrite=False)
+    assert json.loads((work / "run.json").read_text())["fingerprint"] == "a"
+    _open_work(work, {"fingerprint": "b"}, overwrite=True)
+    assert not (work / "results").exists() and (work / "cache.npy").read_bytes() == b"keep"
+    assert json.loads((work / "run.json").read_text())["fingerprint"] == "b"

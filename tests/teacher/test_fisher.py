@@ -80,3 +80,22 @@ def test_errors(tiny) -> None:
     with PerSampleGrads(unet) as cap:
         with pytest.raises(CheckpointError, match="no gradient reached"):
             cap.tokens(next(iter(cap.layers)))
+
+
+def test_eigenbases_step_shares_q_a_between_layers_with_one_input() -> None:
+    from fastattr.teacher.fisher import _eigenbases
+
+    gen = torch.Generator().manual_seed(0)
+    a, g1, g2 = (torch.randn(4, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    a_other = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    stats = {"k": {"A": a @ a.T, "G": g1 @ g1.T, "tokens": 2}, "v": {"A": a @ a.T, "G": g2 @ g2.T, "tokens": 2},
+             "x": {"A": a_other @ a_other.T, "G": g1 @ g1.T, "tokens": 2}}
+    bases = _eigenbases(stats)
+    assert bases["k"][0] is bases["v"][0]            # the same input: one Q_A, rotated once in pass 2
+    assert bases["x"][0] is not bases["k"][0]
+    for name, (q_a, q_g) in bases.items():
+        assert q_a.dtype == torch.float32
+        # Columns are eigenvectors of the mean factors A / tokens and G / tokens.
+        for q, m in ((q_a, stats[name]["A"] / 2), (q_g, stats[name]["G"] / 2)):
+            rotated = q.double().T @ m @ q.double()
+            torch.testing.assert_close(rotated, torch.diag(torch.diagonal(rotated)), rtol=0, atol=1e-5)

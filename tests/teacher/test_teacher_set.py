@@ -16,14 +16,16 @@ def test_ranks_of_breaks_ties_by_position() -> None:
 
 
 def test_roundtrip(tmp_path) -> None:
-    results = [(np.array([4, 2, 7]), np.array([0.1, 0.3, -0.2])), (np.arange(3), np.array([1.0, 2.0, 3.0]))]
+    # The test query ranks the whole training set (8 items), as the contract (and the reader) demand.
+    results = [(np.array([4, 2, 7]), np.array([0.1, 0.3, -0.2])),
+               (np.arange(8), np.array([1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]))]
     write_teacher_set(tmp_path / "t", captions=["a", "b"], splits=["train", "test"],
                       query_images=np.zeros((2, 4, 4, 3), np.uint8), results=results,
                       meta={"n_items": 8, "candidates_k": 3, "subsample_m": None, "timesteps": [1]})
-    ts = load_teacher_set(tmp_path / "t")
-    assert ts.query_id.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ts.item_id.tolist() == [4, 2, 7, 0, 1, 2]
-    assert ts.rank.tolist() == [1, 0, 2, 2, 1, 0]
+    ts = load_teacher_set(tmp_path / "t", n_items=8)
+    assert ts.query_id.tolist() == [0, 0, 0] + [1] * 8
+    assert ts.item_id.tolist() == [4, 2, 7, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert ts.rank.tolist() == [1, 0, 2, 2, 1, 0, 3, 4, 5, 6, 7]
     assert ts.meta["format"] == "fastattr-teacher-set" and ts.meta["version"] == 1
     rows = [json.loads(x) for x in (tmp_path / "t" / "queries.jsonl").read_text().splitlines()]
     assert rows[1] == {"query_id": 1, "caption": "b", "split": "test"}

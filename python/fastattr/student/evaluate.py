@@ -12,36 +12,20 @@ import numpy as np
 from .._atomic import atomic_open, write_json
 from .._deps import require
 from ..errors import InputError
-from .data import Items, TeacherSet, load_items, load_teacher_set
+from ..teacher.teacher_set import TeacherSet, load_teacher_set
+from .data import Items, load_items
 from .embedder import load_student
-from .metrics import PAPER_FRACTIONS, cutoffs, mean_se
+from .metrics import PAPER_FRACTIONS, ap_at_cutoffs, cutoffs, mean_se
 from .pipeline import compute_features
 from .train import Features, TrainConfig, embed_features, train_head
 
 torch = require("torch", feature="fastattr.student")
 
-__all__ = ["METHODS", "ap_at_cutoffs", "method_scores", "evaluate_student", "plot_results"]
+__all__ = ["METHODS", "method_scores", "evaluate_student", "plot_results"]
 
 # Display order; "student" is the tuned embedder, "regression" the absolute-score ablation.
 METHODS = ("student", "regression", "concat", "image", "text", "pixels", "random")
 UNTUNED = ("concat", "image", "text", "pixels", "random")
-
-
-def ap_at_cutoffs(scores: np.ndarray, teacher_order: np.ndarray, cuts: list[int]) -> list[float]:
-    """AP at each L in ``cuts`` for one query, from one sort of the method's scores over all N items.
-
-    Example:
-        >>> ap_at_cutoffs(np.array([3., 2., 1.]), np.array([1, 0, 2]), [1, 2])  # [1/2, (1/1 + 2/2)/2]
-        [0.5, 1.0]
-    """
-    order = np.argsort(-scores, kind="stable")
-    position = np.empty(len(order), np.int64)
-    position[order] = np.arange(1, len(order) + 1)
-    out = []
-    for cut in cuts:
-        pos = np.sort(position[teacher_order[:cut]])
-        out.append(float(np.mean(np.arange(1, len(pos) + 1) / pos)))
-    return out
 
 
 def _cosine(queries: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["PAPER_FRACTIONS", "cutoffs", "average_precision", "map_at", "mean_se"]
+__all__ = ["PAPER_FRACTIONS", "cutoffs", "rank_positions", "average_precision", "ap_at_cutoffs", "map_at",
+           "mean_se"]
 
 # The paper's L values over MSCOCO's 118,287 training images: 500, 1000 and 4000.
 PAPER_FRACTIONS: tuple[float, ...] = (500 / 118_287, 1000 / 118_287, 4000 / 118_287)
@@ -24,6 +25,25 @@ def cutoffs(n_items: int, fractions: Sequence[float] = PAPER_FRACTIONS) -> list[
     if n_items < 1:
         raise InputError(f"mAP needs a non-empty training set, got n_items={n_items}.")
     return [min(n_items, max(1, int(round(f * n_items)))) for f in fractions]
+
+
+def rank_positions(scores: np.ndarray) -> np.ndarray:
+    """1-based position of every item when all are ranked by ``scores`` (higher first, ties by index).
+
+    Example:
+        >>> rank_positions(np.array([0.2, 0.9, 0.2])).tolist()
+        [2, 1, 3]
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(1, len(order) + 1)
+    return position
+
+
+def _ap_of_positions(positions: np.ndarray) -> float:
+    """AP from the (1-based) positions of the positives: mean of (positives so far) / position."""
+    pos = np.sort(positions)
+    return float(np.mean(np.arange(1, len(pos) + 1) / pos))
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -42,12 +62,19 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
         raise InputError("average_precision needs at least one positive item.")
     if positives.min() < 0 or positives.max() >= len(scores):
         raise InputError(f"positives must index the {len(scores)} scored items.")
-    order = np.argsort(-scores, kind="stable")
-    hit = np.zeros(len(scores), bool)
-    hit[positives] = True
-    hits_in_order = hit[order]
-    positions = np.flatnonzero(hits_in_order) + 1
-    return float(np.mean(np.arange(1, len(positions) + 1) / positions))
+    return _ap_of_positions(rank_positions(scores)[positives])
+
+
+def ap_at_cutoffs(scores: np.ndarray, teacher_order: np.ndarray, cuts: Sequence[int]) -> list[float]:
+    """AP at each L in ``cuts`` for one query (positives: ``teacher_order[:L]``), from one sort of
+    the method's scores over all N items; each value equals ``average_precision(scores, teacher_order[:L])``.
+
+    Example:
+        >>> ap_at_cutoffs(np.array([3., 2., 1.]), np.array([1, 0, 2]), [1, 2])  # [1/2, (1/1 + 2/2)/2]
+        [0.5, 1.0]
+    """
+    position = rank_positions(scores)
+    return [_ap_of_positions(position[np.asarray(teacher_order)[:cut]]) for cut in cuts]
 
 
 def map_at(scores: np.ndarray, teacher_orders: np.ndarray, cutoff: int) -> np.ndarray:

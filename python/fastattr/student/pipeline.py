@@ -13,7 +13,8 @@ import numpy as np
 
 from .._deps import require
 from ..errors import InputError
-from .data import Items, TeacherSet, load_items, load_teacher_set
+from ..teacher.teacher_set import TeacherSet, load_teacher_set
+from .data import Items, load_items
 from .embedder import save_student
 from .encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder, minilm_path
 from .features import image_features, text_features

@@ -171,7 +171,11 @@ def _candidates(items: ItemInputs, queries: QueryInputs, config: CurationConfig)
 
 def _prepare(work: Path, model: "DiffusionModel", items: ItemInputs, queries: QueryInputs,
              method: TeacherMethod, config: CurationConfig, fingerprint: str, progress: bool) -> None:
-    """Write everything the workers read, then the method's query-independent part, once."""
+    """Write everything the workers read, then the method's query-independent part, once: nothing
+    is done when ``work/prepared.json`` already holds ``fingerprint``."""
+    prepared = work / "prepared.json"
+    if prepared.is_file() and json.loads(prepared.read_text()).get("fingerprint") == fingerprint:
+        return
     _save_rows(work / "item_x.npy", items.x)
     _save_rows(work / "item_text_states.npy", items.text_states)
     _save_rows(work / "query_x.npy", queries.x)
@@ -180,7 +184,7 @@ def _prepare(work: Path, model: "DiffusionModel", items: ItemInputs, queries: Qu
     with atomic_open(work / "candidates.npz", "wb") as handle:
         np.savez(handle, offsets=offsets, items=rows)
     method.prepare(work, model, item_ids=np.asarray(items.ids, dtype=np.int64), progress=progress)
-    write_json(work / "prepared.json", {"fingerprint": fingerprint})
+    write_json(prepared, {"fingerprint": fingerprint})
 
 
 def curate(
@@ -203,11 +207,40 @@ def curate(
     the folder unless ``overwrite``. With ``workers > 1`` the queries are spread over spawned
     processes of one thread each, which rebuild the model from its folder (``model.path``).
 
+    The steps: check the inputs, fingerprint the run and open (or resume) ``out/work``, prepare
+    what the workers read (once per prepared fingerprint), score the queries not yet done, and
+    assemble the teacher set from the per-query results.
+
     Example:
         >>> method = CurationConfig().method(fisher)                             # doctest: +SKIP
         >>> curate("runs/teacher", model, items, queries, method=method)         # doctest: +SKIP
     """
     config = config or CurationConfig()
+    _check_inputs(model, items, queries, config, workers)
+    root, work = Path(out), Path(out) / "work"
+    n_q = len(queries.captions)
+    prep_fingerprint, fingerprint = _fingerprints(model, items, queries, method, config)
+    run_info = {"fingerprint": fingerprint, "prep_fingerprint": prep_fingerprint,
+                "config": dataclasses.asdict(config), "method": method.settings(), "model": _model_info(model),
+                "n_items": len(items), "splits": list(queries.splits)}
+    _open_work(work, run_info, overwrite=overwrite)
+    _prepare(work, model, items, queries, method, config, prep_fingerprint, progress)
+    pending = [q for q in range(n_q) if not result_path(work, q).is_file()]
+    start = time.perf_counter()
+    seconds = _score_all(work, pending, method=method, model=model, workers=workers, progress=progress)
+    results = _load_results(work, n_q)
+    meta = {**_describe_run(model, len(items), queries, method, config),
+            "seconds_per_query": {s: float(np.mean(v)) for s, v in seconds.items() if v},
+            "scoring_seconds_this_run": round(time.perf_counter() - start, 2),
+            "resumed_queries": n_q - len(pending), **(extra_meta or {})}
+    return write_teacher_set(root, captions=list(queries.captions), splits=list(queries.splits),
+                             query_images=queries.images, results=results, meta=meta,
+                             sources=queries.sources)
+
+
+def _check_inputs(model: "DiffusionModel", items: ItemInputs, queries: QueryInputs, config: CurationConfig,
+                  workers: int) -> None:
+    """Refuse settings and inputs that disagree, before anything is written."""
     n_items = len(items)
     config.check(n_items)
     queries.check()
@@ -218,27 +251,38 @@ def curate(
     if workers > 1 and model.path is None:
         raise InputError("curation with workers > 1 rebuilds the model from its folder in each process; "
                          "load the model with fastattr.models.load_diffusion_model(folder) or use workers=1")
-    root, work = Path(out), Path(out) / "work"
-    n_q = len(queries.captions)
+
+
+def _fingerprints(model: "DiffusionModel", items: ItemInputs, queries: QueryInputs, method: TeacherMethod,
+                  config: CurationConfig) -> tuple[str, str]:
+    """(prepared, run) fingerprints: of the prepared inputs (model, items, queries, the candidate
+    settings and the method's query-independent part), and of the whole run (adds every other setting).
+
+    A run whose prepared fingerprint matches ``work/prepared.json`` reuses what was prepared; a
+    run whose fingerprint matches ``work/run.json`` resumes its per-query results.
+    """
     item_digest = items.digest or content_digest(items.x, items.text_states, np.asarray(items.ids, np.int64))
     candidate_keys = ("seed", "candidates_k", "subsample_m")
-    # Two fingerprints: the prepared inputs (candidates, the method's query-independent part)
-    # and the whole run (adds the method's other settings).
     prep_fingerprint = content_digest(
         json.dumps({"candidates": {k: getattr(config, k) for k in candidate_keys},
                     "method": method.prepare_settings()}, sort_keys=True),
         model.digest(), item_digest, queries.images, queries.x, queries.text_states,
         json.dumps([list(queries.captions), list(queries.splits)]))
     fingerprint = content_digest(prep_fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True),
-                          json.dumps(method.settings(), sort_keys=True))
-    run_info = {"fingerprint": fingerprint, "prep_fingerprint": prep_fingerprint,
-                "config": dataclasses.asdict(config), "method": method.settings(),
-                "model": {"path": str(Path(model.path).resolve()) if model.path else None,
-                          "digest": model.digest()},
-                "n_items": n_items, "splits": list(queries.splits)}
+                                 json.dumps(method.settings(), sort_keys=True))
+    return prep_fingerprint, fingerprint
+
+
+def _open_work(work: Path, run_info: dict[str, Any], *, overwrite: bool) -> None:
+    """Claim ``work`` for the run described by ``run_info`` (written to ``work/run.json``).
+
+    A folder holding another run (another fingerprint) is refused unless ``overwrite``; then only
+    that run's per-query results go, and the caller's caches and the prepared inputs stay (they
+    are reused when their own fingerprint still matches).
+    """
     old = work / "run.json"
     if old.is_file():
-        if json.loads(old.read_text(encoding="utf-8")).get("fingerprint") != fingerprint:
+        if json.loads(old.read_text(encoding="utf-8")).get("fingerprint") != run_info["fingerprint"]:
             if not overwrite:
                 raise CheckpointError(
                     f"{work} holds a curation run with other inputs or settings; resume it with the same "
@@ -247,31 +291,33 @@ def curate(
             shutil.rmtree(work / "results", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     write_json(old, run_info)
-    prepared = work / "prepared.json"
-    if not (prepared.is_file() and json.loads(prepared.read_text()).get("fingerprint") == prep_fingerprint):
-        _prepare(work, model, items, queries, method, config, prep_fingerprint, progress)
-    pending = [q for q in range(n_q) if not result_path(work, q).is_file()]
-    start = time.perf_counter()
-    seconds = _score_all(work, pending, method=method, model=model, workers=workers, progress=progress)
+
+
+def _load_results(work: Path, n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(item rows, scores) of every query, from its result file."""
     results = []
-    for q in range(n_q):
+    for q in range(n_queries):
         with np.load(result_path(work, q), allow_pickle=False) as r:
             results.append((r["item_rows"], r["score"]))
-    meta = {"n_items": n_items, "candidates_k": config.candidates_k, "subsample_m": config.subsample_m,
-            **method.describe(model), "n_queries": n_q,
+    return results
+
+
+def _model_info(model: "DiffusionModel") -> dict[str, Any]:
+    return {"path": str(Path(model.path).resolve()) if model.path else None, "digest": model.digest()}
+
+
+def _describe_run(model: "DiffusionModel", n_items: int, queries: QueryInputs, method: TeacherMethod,
+                  config: CurationConfig) -> dict[str, Any]:
+    """What ``teacher_set.json`` says of the run's inputs and settings (curate adds its timings)."""
+    return {"n_items": n_items, "candidates_k": config.candidates_k, "subsample_m": config.subsample_m,
+            **method.describe(model), "n_queries": len(queries.captions),
             "n_train_queries": list(queries.splits).count("train"),
             "n_test_queries": list(queries.splits).count("test"), "method": method.name,
             "method_settings": method.settings(), "config": dataclasses.asdict(config),
-            "model": run_info["model"], "model_space": {"latent": bool(model.latent),
-                                                        "shape": list(model.model_space_shape),
-                                                        "prediction_type": model.prediction_type},
-            "candidate_feature": FEATURE_DESCRIPTION,
-            "seconds_per_query": {s: float(np.mean(v)) for s, v in seconds.items() if v},
-            "scoring_seconds_this_run": round(time.perf_counter() - start, 2),
-            "resumed_queries": n_q - len(pending), **(extra_meta or {})}
-    return write_teacher_set(root, captions=list(queries.captions), splits=list(queries.splits),
-                             query_images=queries.images, results=results, meta=meta,
-                             sources=queries.sources)
+            "model": _model_info(model), "model_space": {"latent": bool(model.latent),
+                                                         "shape": list(model.model_space_shape),
+                                                         "prediction_type": model.prediction_type},
+            "candidate_feature": FEATURE_DESCRIPTION}
 
 
 def _score_all(work: Path, pending: list[int], *, method: TeacherMethod, model: "DiffusionModel",

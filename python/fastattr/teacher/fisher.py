@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -73,6 +74,35 @@ def fit_fisher(
     """
     from tqdm.auto import tqdm
 
+    n = _check_inputs(images, text_states, draws_per_item, batch_size)
+    unet = model.unet
+    layers = model.kv_layers()
+    shape, n_t = tuple(images.shape[1:]), int(model.num_train_timesteps)
+    n_batches = draws_per_item * ((n + batch_size - 1) // batch_size)
+    stats = _zero_stats(layers)
+
+    def draws(pass_no: int) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        # The same draws in both passes: _batches seeds each batch by its position.
+        return tqdm(_batches(n, draws_per_item, batch_size, seed, shape, n_t), total=n_batches,
+                    desc=f"Fisher pass {pass_no}/2", disable=not progress)
+
+    was_training = unet.training
+    unet.eval()
+    try:
+        with PerSampleGrads(unet) as cap:
+            n_samples = _sweep(model, cap, list(layers), images, text_states, draws(1),
+                               functools.partial(_add_factors, stats))
+            bases = _eigenbases(stats)
+            _sweep(model, cap, list(layers), images, text_states, draws(2),
+                   functools.partial(_add_eigvals, stats, bases))
+    finally:
+        unet.zero_grad(set_to_none=True)
+        unet.train(was_training)
+    return _layer_fishers(stats, bases, n_samples, damping_factor)
+
+
+def _check_inputs(images: Any, text_states: Any, draws_per_item: int, batch_size: int) -> int:
+    """The number of training items N, once the inputs and sizes are known to fit together."""
     n = images.shape[0]
     if n == 0 or text_states.shape[0] != n:
         raise DatasetError(
@@ -81,13 +111,13 @@ def fit_fisher(
         )
     if draws_per_item < 1 or batch_size < 1:
         raise InputError(f"draws_per_item ({draws_per_item}) and batch_size ({batch_size}) must be ≥ 1")
-    unet = model.unet
-    layers = model.kv_layers()
-    shape, n_t = tuple(images.shape[1:]), int(model.num_train_timesteps)
-    n_batches = draws_per_item * ((n + batch_size - 1) // batch_size)
-    was_training = unet.training
-    unet.eval()
-    stats = {
+    return int(n)
+
+
+def _zero_stats(layers: dict[str, torch.nn.Linear]) -> dict[str, dict[str, Any]]:
+    """Per layer: the running sums A = Σ a aᵀ, G = Σ g gᵀ (token-wise), diag = Σ (∇W)², eig = Σ
+    (Q_Gᵀ ∇W Q_A)², and the token count that A and G are divided by."""
+    return {
         name: {
             "A": torch.zeros(layer.in_features, layer.in_features, dtype=torch.float64),
             "G": torch.zeros(layer.out_features, layer.out_features, dtype=torch.float64),
@@ -97,64 +127,80 @@ def fit_fisher(
         }
         for name, layer in layers.items()
     }
-    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _sweep(model: "DiffusionModel", cap: PerSampleGrads, layer_names: list[str], images: Any, text_states: Any,
+           batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+           accumulate: Callable[[str, torch.Tensor, torch.Tensor, dict], None]) -> int:
+    """One pass over the draws: per batch, the loss's per-sample K/V inputs and output gradients,
+    handed to ``accumulate(layer name, a, g, shared)`` for each of ``layer_names``. Returns the
+    number of samples.
+
+    ``shared`` is emptied per batch: every K/V layer usually reads the same text-state tensor, so
+    products of the inputs are computed once per distinct input (and eigenbasis) per batch.
+    """
+    unet = model.unet
     n_samples = 0
-    try:
-        with PerSampleGrads(unet) as cap:
-            for pass_no in (1, 2):
-                bar = tqdm(
-                    _batches(n, draws_per_item, batch_size, seed, shape, n_t),
-                    total=n_batches,
-                    desc=f"Fisher pass {pass_no}/2",
-                    disable=not progress,
-                )
-                for idx, t, noise in bar:
-                    cap.clear()
-                    unet.zero_grad(set_to_none=True)
-                    x, c = _rows(images, idx), _rows(text_states, idx)
-                    model.loss(x, c, t, noise).sum().backward()
-                    # Every K/V layer usually reads the same text-state tensor: products of the
-                    # inputs are computed once per distinct input (and eigenbasis) per batch.
-                    shared: dict[tuple[int, int], torch.Tensor] = {}
-                    for name in layers:
-                        a, g = cap.tokens(name)
-                        st = stats[name]
-                        if pass_no == 1:
-                            key = (a.data_ptr(), 0)
-                            if key not in shared:
-                                a2 = a.reshape(-1, a.shape[-1])
-                                shared[key] = (a2.T @ a2).double()
-                            g2 = g.reshape(-1, g.shape[-1])
-                            st["A"] += shared[key]
-                            st["G"] += (g2.T @ g2).double()
-                            st["tokens"] += a.shape[0] * a.shape[1]
-                            st["diag"] += torch.einsum("blo,bli->boi", g, a).double().pow(2).sum(0)
-                        else:
-                            q_a, q_g = bases[name]
-                            key = (a.data_ptr(), id(q_a))
-                            if key not in shared:
-                                shared[key] = a @ q_a
-                            # Q_Gᵀ (Σ_t g_t a_tᵀ) Q_A = Σ_t (Q_Gᵀ g_t)(Q_Aᵀ a_t)ᵀ: rotate the tokens first.
-                            proj = torch.einsum("blo,bli->boi", g @ q_g, shared[key])
-                            st["eig"] += proj.double().pow(2).sum(0)
-                    if pass_no == 1:
-                        n_samples += len(idx)
-                if pass_no == 1:
-                    eig_a: list[tuple[torch.Tensor, torch.Tensor]] = []
-                    for name, st in stats.items():
-                        # eigh of symmetric PSD matrices; the eigenvalues are discarded (EK-FAC refits them).
-                        a_mean = st["A"] / st["tokens"]
-                        # Layers with identical A (same input) share one Q_A object, so pass 2 rotates
-                        # their inputs once.
-                        q_a = next((q for m, q in eig_a if torch.equal(m, a_mean)), None)
-                        if q_a is None:
-                            q_a = torch.linalg.eigh(a_mean)[1].float()
-                            eig_a.append((a_mean, q_a))
-                        q_g = torch.linalg.eigh(st["G"] / st["tokens"])[1].float()
-                        bases[name] = (q_a, q_g)
-    finally:
+    for idx, t, noise in batches:
+        cap.clear()
         unet.zero_grad(set_to_none=True)
-        unet.train(was_training)
+        x, c = _rows(images, idx), _rows(text_states, idx)
+        model.loss(x, c, t, noise).sum().backward()
+        shared: dict[tuple[int, int], torch.Tensor] = {}
+        for name in layer_names:
+            a, g = cap.tokens(name)
+            accumulate(name, a, g, shared)
+        n_samples += len(idx)
+    return n_samples
+
+
+def _add_factors(stats: dict[str, dict[str, Any]], name: str, a: torch.Tensor, g: torch.Tensor,
+                 shared: dict[tuple[int, int], torch.Tensor]) -> None:
+    """Pass 1: the Kronecker factors' sums and the diagonal E[(∇W)²] with ∇W = Σ_t g_t a_tᵀ."""
+    st = stats[name]
+    key = (a.data_ptr(), 0)
+    if key not in shared:
+        a2 = a.reshape(-1, a.shape[-1])
+        shared[key] = (a2.T @ a2).double()
+    g2 = g.reshape(-1, g.shape[-1])
+    st["A"] += shared[key]
+    st["G"] += (g2.T @ g2).double()
+    st["tokens"] += a.shape[0] * a.shape[1]
+    st["diag"] += torch.einsum("blo,bli->boi", g, a).double().pow(2).sum(0)
+
+
+def _eigenbases(stats: dict[str, dict[str, Any]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(Q_A, Q_G) per layer from the pass-1 factors; layers with identical A (the same input)
+    share one Q_A object, so pass 2 rotates their inputs once."""
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    eig_a: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for name, st in stats.items():
+        # eigh of symmetric PSD matrices; the eigenvalues are discarded (EK-FAC refits them).
+        a_mean = st["A"] / st["tokens"]
+        q_a = next((q for m, q in eig_a if torch.equal(m, a_mean)), None)
+        if q_a is None:
+            q_a = torch.linalg.eigh(a_mean)[1].float()
+            eig_a.append((a_mean, q_a))
+        q_g = torch.linalg.eigh(st["G"] / st["tokens"])[1].float()
+        bases[name] = (q_a, q_g)
+    return bases
+
+
+def _add_eigvals(stats: dict[str, dict[str, Any]], bases: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 name: str, a: torch.Tensor, g: torch.Tensor, shared: dict[tuple[int, int], torch.Tensor]) -> None:
+    """Pass 2: the eigenvalue correction's sum Σ (Q_Gᵀ ∇W Q_A)²."""
+    q_a, q_g = bases[name]
+    key = (a.data_ptr(), id(q_a))
+    if key not in shared:
+        shared[key] = a @ q_a
+    # Q_Gᵀ (Σ_t g_t a_tᵀ) Q_A = Σ_t (Q_Gᵀ g_t)(Q_Aᵀ a_t)ᵀ: rotate the tokens first.
+    proj = torch.einsum("blo,bli->boi", g @ q_g, shared[key])
+    stats[name]["eig"] += proj.double().pow(2).sum(0)
+
+
+def _layer_fishers(stats: dict[str, dict[str, Any]], bases: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                   n_samples: int, damping_factor: float) -> KVFisher:
+    """The fitted Fisher: each layer's eigenbases, Λ = E[(Q_Gᵀ ∇W Q_A)²] and diagonal, per sample."""
     fitted = {
         name: LayerFisher(
             q_a=bases[name][0].clone(),

@@ -21,17 +21,23 @@ VERSION = 1
 
 @dataclass
 class TeacherSet:
-    """A loaded teacher set.
+    """A loaded teacher set (docs/CONTRACTS.md "Teacher set"): queries, their images and ranked pairs.
+
+    The one reader of the folder: the teacher's tests, the student and the export's evaluation
+    all load it with :func:`load_teacher_set`.
 
     Attributes:
         captions, splits: one per query (query_id = row); splits are "train" or "test".
-        query_images: uint8 (Q, H, W, 3).
-        query_id, item_id, rank, score: the equal-length pair arrays of ``pairs.npz``.
+        query_images: uint8 (Q, H, W, 3), memory-mapped.
+        query_id, item_id, rank, score: the equal-length pair arrays of ``pairs.npz`` (int64,
+            int64, int32 with 0 = most influential, float32 τ).
         meta: ``teacher_set.json``.
+        path: the folder.
+        n_items: the training-set size N the set was made for (``meta["n_items"]``).
 
     Example:
         >>> ts = load_teacher_set("runs/teacher")  # doctest: +SKIP
-        >>> ts.item_id[ts.query_id == 0][ts.rank[ts.query_id == 0] == 0]  # doctest: +SKIP
+        >>> ts.full_ranking(int(ts.queries("test")[0]))[:10]  # doctest: +SKIP
     """
 
     captions: list[str]
@@ -42,6 +48,29 @@ class TeacherSet:
     rank: np.ndarray
     score: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    n_items: int = -1
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.captions)
+
+    def queries(self, split: str) -> np.ndarray:
+        """Query ids of one split, ascending."""
+        return np.flatnonzero(np.asarray(self.splits, dtype=object) == split).astype(np.int64)
+
+    def pairs_of(self, query_ids: np.ndarray) -> np.ndarray:
+        """Indices into the pair arrays whose query is in ``query_ids``."""
+        return np.flatnonzero(np.isin(self.query_id, query_ids))
+
+    def pairs_per_query(self) -> np.ndarray:
+        """M_q for every query."""
+        return np.bincount(self.query_id, minlength=self.n_queries)
+
+    def full_ranking(self, query: int) -> np.ndarray:
+        """Item rows of one query in teacher order (most influential first)."""
+        sel = np.flatnonzero(self.query_id == query)
+        return self.item_id[sel[np.argsort(self.rank[sel], kind="stable")]]
 
 
 def ranks_of(scores: np.ndarray) -> np.ndarray:
@@ -102,35 +131,78 @@ def write_teacher_set(
     return root
 
 
-def load_teacher_set(path: str | os.PathLike[str]) -> TeacherSet:
-    """Read and check a teacher-set folder (no pickle).
+def _fail(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"Teacher set {path}: {what}. Re-run `fastattr teacher curate` to rebuild it.")
+
+
+_PAIR_DTYPES = {"query_id": np.int64, "item_id": np.int64, "rank": np.int32, "score": np.float32}
+
+
+def load_teacher_set(path: str | os.PathLike[str], *, n_items: int | None = None) -> TeacherSet:
+    """Read a teacher-set folder and check it against the contract (no pickle).
+
+    ``n_items`` (the dataset's N) is cross-checked when given. Refused with a
+    :class:`~fastattr.errors.CheckpointError`: an unfinished folder, another format or version,
+    missing files, lengths that disagree, ranks that are not 0..M_q-1 per query, item or query
+    ids out of range, repeated pairs, and test queries not ranked over the whole training set.
 
     Example:
-        >>> ts = load_teacher_set("runs/teacher")  # doctest: +SKIP
+        >>> ts = load_teacher_set("runs/teacher", n_items=4096)  # doctest: +SKIP
     """
     root = Path(path)
     marker = root / "teacher_set.json"
     if not marker.is_file():
         raise CheckpointError(
-            f"{root} has no teacher_set.json: not a finished teacher set. "
+            f"{root} is not a finished teacher set: teacher_set.json is missing (curation writes it "
+            "last, so a folder with no teacher_set.json was never completed). "
             "Run (or resume) `fastattr teacher curate`."
         )
     meta = json.loads(marker.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(
-            f"{marker} declares format {meta.get('format')!r} version {meta.get('version')!r}; "
-            f"this fastattr reads {FORMAT!r} version {VERSION}"
-        )
-    rows = [json.loads(line) for line in (root / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    with np.load(root / "pairs.npz", allow_pickle=False) as pairs:
-        arrays = {k: pairs[k] for k in ("query_id", "item_id", "rank", "score")}
-    images = np.load(root / "query_images.npy", allow_pickle=False)
-    if len(images) != len(rows) or len({len(a) for a in arrays.values()}) != 1:
-        raise CheckpointError(f"{root}: queries, query images and pair arrays disagree in length")
-    return TeacherSet(
-        captions=[r["caption"] for r in rows],
-        splits=[r["split"] for r in rows],
-        query_images=images,
-        meta=meta,
-        **arrays,
-    )
+        raise _fail(root, f"format {meta.get('format')!r} version {meta.get('version')!r} is not "
+                          f"{FORMAT!r} version {VERSION}")
+    for name in ("queries.jsonl", "query_images.npy", "pairs.npz"):
+        if not (root / name).is_file():
+            raise _fail(root, f"{name} is missing")
+    rows = [json.loads(line) for line in (root / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    if [int(r["query_id"]) for r in rows] != list(range(len(rows))):
+        raise _fail(root, "queries.jsonl query_id values must be 0..Q-1 in row order")
+    splits = [str(r["split"]) for r in rows]
+    if not set(splits) <= {"train", "test"}:
+        raise _fail(root, f"unknown split names {sorted(set(splits) - {'train', 'test'})}")
+    images = np.load(root / "query_images.npy", mmap_mode="r", allow_pickle=False)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise _fail(root, f"query_images.npy is {images.dtype} {images.shape}, expected uint8 (Q, H, W, 3)")
+    if images.shape[0] != len(rows):
+        raise _fail(root, f"queries.jsonl ({len(rows)} queries) and query_images.npy ({images.shape[0]} "
+                          "images) disagree in length")
+    with np.load(root / "pairs.npz", allow_pickle=False) as z:
+        missing = set(_PAIR_DTYPES) - set(z.files)
+        if missing:
+            raise _fail(root, f"pairs.npz lacks arrays {sorted(missing)}")
+        arrays = {k: z[k].astype(dtype, copy=False) for k, dtype in _PAIR_DTYPES.items()}
+    qid, iid, rank = arrays["query_id"], arrays["item_id"], arrays["rank"]
+    if len({len(a) for a in arrays.values()}) != 1:
+        raise _fail(root, "the pairs.npz arrays disagree in length")
+    n = int(meta.get("n_items", -1))
+    if n_items is not None and n != n_items:
+        raise _fail(root, f"it was made for {n} items but the dataset has {n_items}")
+    if len(qid) and (qid.min() < 0 or qid.max() >= len(rows)):
+        raise _fail(root, "pairs.npz query_id values fall outside queries.jsonl")
+    if len(iid) and (iid.min() < 0 or iid.max() >= n):
+        raise _fail(root, f"pairs.npz item_id values fall outside 0..{n - 1}")
+    # Each query's ranks must be exactly 0..M_q-1 (so the student's y = 1 - r/M_q is well defined).
+    order = np.lexsort((rank, qid))
+    counts = np.bincount(qid, minlength=len(rows))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    if not np.array_equal(rank[order], np.arange(len(qid)) - starts):
+        raise _fail(root, "some query's ranks are not a permutation of 0..M_q-1")
+    if len(np.unique(qid * max(n, 1) + iid)) != len(qid):
+        raise _fail(root, "some (query, item) pair appears twice")
+    test = np.asarray(splits, dtype=object) == "test"
+    if np.any(counts[test] != n):
+        bad = int(np.flatnonzero(test & (counts != n))[0])
+        raise _fail(root, f"test query {bad} ranks {counts[bad]} items, not the whole training set ({n})")
+    return TeacherSet(captions=[str(r["caption"]) for r in rows], splits=splits, query_images=np.asarray(images),
+                      meta=meta, path=root, n_items=n, **arrays)
