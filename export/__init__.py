@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from .embedder import ExportedEmbedder, export_embedder, export_student, load_export, spec_from_embedder
+from .embedder import ExportedEmbedder, export_embedder, export_student, load_export
 from .onnx_export import export_onnx, to_fp16, to_int8
 from .parity import Parity, ParityError, check_parity, make_parity_inputs, measure_parity
 
@@ -22,7 +22,6 @@ __all__ = [
     "load_export",
     "make_parity_inputs",
     "measure_parity",
-    "spec_from_embedder",
     "to_fp16",
     "to_int8",
 ]

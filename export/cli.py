@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export", help="export a student embedder to ONNX (parity-checked)",
         description="Export the whole student embedder (image + text encoders + head) into one ONNX graph, "
-        "check it against torch on >= 64 inputs, and write an embedder folder for `fastattr index build`.",
+        "check it against torch on >= 64 inputs, and write an embedder folder for `fastattr bundle build`.",
     )
     parser.add_argument("student", help="student checkpoint folder (student.json, head.safetensors, ...)")
     parser.add_argument("--out", required=True, help="embedder folder to write")

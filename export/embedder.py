@@ -27,11 +27,12 @@ import numpy as np
 from fastattr._atomic import atomic_dir, write_json
 from fastattr.errors import CheckpointError
 from fastattr.preprocess import PreprocessSpec, Tokenizer
+from fastattr.student.spec import EmbedderSpec
 
 from .onnx_export import export_onnx, to_fp16, to_int8
 from .parity import MIN_INPUTS, check_parity, make_parity_inputs, measure_parity
 
-__all__ = ["FORMAT", "ExportedEmbedder", "spec_from_embedder", "export_embedder", "export_student", "load_export"]
+__all__ = ["FORMAT", "ExportedEmbedder", "export_embedder", "export_student", "load_export"]
 
 FORMAT = "fastattr-embedder"
 VERSION = 1
@@ -40,52 +41,14 @@ VARIANT_MIN_COSINE = {"embedder_fp16": 0.999, "embedder_int8": 0.98}
 VARIANT_FILES = {"embedder_fp16": "embedder.fp16.onnx", "embedder_int8": "embedder.int8.onnx"}
 
 
-def _get(data: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in data and data[key] is not None:
-            return data[key]
-    return None
-
-
-def spec_from_embedder(spec: Any) -> tuple[PreprocessSpec, Path, int]:
-    """Read the student's EmbedderSpec (object or dict) → (PreprocessSpec, tokenizer.json path, dim).
-
-    Accepts flat or nested ("image"/"text") layouts so that the training side can evolve.
-
-    Example:
-        >>> pre, tok, dim = spec_from_embedder({"size": [8, 8], "resize": "bilinear", "mean": [0.5] * 3,
-        ...     "std": [0.5] * 3, "tokenizer": "tok.json", "max_length": 16, "dim": 4})
-        >>> pre.size, tok.name, dim
-        ((8, 8), 'tok.json', 4)
-    """
+def _embedder_spec(spec: Any) -> EmbedderSpec:
+    """The student's EmbedderSpec, given as itself or as its JSON form (student.json's "spec")."""
+    if isinstance(spec, EmbedderSpec):
+        return spec
     if isinstance(spec, Mapping):
-        data = dict(spec)
-    elif hasattr(spec, "to_dict"):
-        data = dict(spec.to_dict())
-    elif dataclasses.is_dataclass(spec):
-        data = dataclasses.asdict(spec)
-    else:
-        data = dict(vars(spec))
-    flat = dict(data)
-    for section in ("image", "text", "preprocessing"):
-        if isinstance(data.get(section), Mapping):
-            flat.update(data[section])
-    size = _get(flat, "size", "image_size")
-    if isinstance(size, int):
-        size = (size, size)
-    tokenizer = _get(flat, "tokenizer_json", "tokenizer_path", "tokenizer_file", "tokenizer")
-    dim = _get(flat, "dim", "embedding_dim", "out_dim")
-    max_length = _get(flat, "max_length", "max_len")
-    if size is None or tokenizer is None or dim is None or max_length is None:
-        raise CheckpointError(f"embedder spec lacks size, tokenizer, max_length or dim: {data!r}")
-    pre = PreprocessSpec(
-        size=tuple(size),  # type: ignore[arg-type]
-        resize=str(_get(flat, "resize", "resample") or "bilinear"),
-        mean=tuple(_get(flat, "mean", "image_mean")),  # type: ignore[arg-type]
-        std=tuple(_get(flat, "std", "image_std")),  # type: ignore[arg-type]
-        max_length=int(max_length),
-    )
-    return pre, Path(tokenizer), int(dim)
+        return EmbedderSpec.from_dict(spec)
+    raise CheckpointError(f"the embedder spec must be a fastattr.student.EmbedderSpec or its to_dict() form, "
+                          f"got {type(spec).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +120,8 @@ def export_embedder(
 
     Args:
         module: ``forward(pixel_values, input_ids, attention_mask) -> (B, D)`` L2-normalized.
-        spec: the student's EmbedderSpec (see :func:`spec_from_embedder`).
+        spec: the student's ``EmbedderSpec``, or its ``to_dict()`` form; its ``preprocess``
+            goes into export.json unchanged.
         out_dir: folder to create (replaced only when the new one is complete).
         fp16, int8: also write these variants, each with its measured parity.
         n_parity: number of parity inputs (at least 64).
@@ -170,7 +134,8 @@ def export_embedder(
     Example:
         >>> export_embedder(module, spec, "runs/export", int8=True)  # doctest: +SKIP
     """
-    pre, tokenizer_src, dim = spec_from_embedder(spec)
+    embedder_spec = _embedder_spec(spec)
+    pre, tokenizer_src, dim = embedder_spec.preprocess, Path(embedder_spec.tokenizer), embedder_spec.dim
     if not tokenizer_src.is_file():
         raise CheckpointError(f"the embedder's tokenizer {str(tokenizer_src)!r} does not exist")
     tokenizer = Tokenizer.from_file(tokenizer_src, max_length=pre.max_length)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fastattr.errors import CheckpointError
-from fastattr.index_cli import embed_items
+from fastattr.onnx_embedder import embed_items
 
 from .embedder import load_export
 

@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastattr.errors import FastattrError
-from fastattr.preprocess import PreprocessSpec, Tokenizer, normalize, resize_rgb
+from fastattr.errors import CheckpointError, FastattrError
+from fastattr.onnx_embedder import make_session
+from fastattr.preprocess import PreprocessSpec, Tokenizer, normalize, resize_normalize
 
 __all__ = [
     "ParityError",
@@ -93,10 +94,9 @@ def make_parity_inputs(
     height, width = spec.size
     if images is not None and len(images):
         picks = rng.integers(0, len(images), n)
-        rgb = np.stack([resize_rgb(np.asarray(images[i]), spec.size, spec.resize) for i in picks])
+        pixels = resize_normalize([np.asarray(images[i]) for i in picks], spec)
     else:
-        rgb = rng.integers(0, 256, (n, height, width, 3), dtype=np.uint8)
-    pixels = normalize(rgb, spec.mean, spec.std)
+        pixels = normalize(rng.integers(0, 256, (n, height, width, 3), dtype=np.uint8), spec.mean, spec.std)
     vocab = tokenizer._tok.get_vocab_size()
     batches = []
     for start in range(0, n, batch_size):
@@ -126,11 +126,7 @@ def _torch_outputs(module: Any, inputs: ParityInputs) -> np.ndarray:
 
 
 def _onnx_outputs(onnx_path: str | os.PathLike[str], inputs: ParityInputs) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = make_session(onnx_path, device="cpu", error=CheckpointError)
     return np.concatenate([session.run(None, batch)[0] for batch in inputs.batches]).astype(np.float32)
 
 

@@ -123,7 +123,7 @@ def exported() -> Any:
 @functools.lru_cache(maxsize=None)
 def bundle() -> Path:
     """A complete bundle of the tiny world with the stand-in embedder."""
-    from fastattr.index_cli import build_bundle
+    from fastattr.bundle_build import build_bundle
 
     exported()
     return build_bundle(_ROOT / "bundle", embedder=_ROOT / "export", dataset=dataset(),

@@ -200,20 +200,43 @@ def test_index_and_manifest_disagree(tmp_path):
         fastattr.Attributor.load(root)
 
 
-def test_embed_is_preprocess_images_then_the_session(attributor):
-    """embed() runs decode and resize/normalize as separate steps; the vectors stay bit-identical."""
-    from fastattr.preprocess import Tokenizer, preprocess_images
+def test_embed_equals_an_independent_reference(attributor):
+    """embed() = Pillow resize + (x/255 - mean)/std + max_length tokens through the ONNX file, written out by hand.
+
+    The reference shares no code with fastattr: a plain onnxruntime session on the bundle's file,
+    Pillow and numpy for the pixels, the tokenizers library (the file's own fixed padding) for the
+    tokens. Mixed sizes (resized) and a dataset image (already the right size) in one batch.
+    """
+    import json
+
+    import onnxruntime as ort
+    from tokenizers import Tokenizer as RawTokenizer
 
     data = kit.dataset()
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(3)] + [data.images[5]]
-    prompts = [data.captions[i] for i in range(4)]
-    spec = attributor.bundle.spec
-    tokenizer = Tokenizer.from_file(attributor.bundle.file("tokenizer"), max_length=spec.max_length)
-    input_ids, attention_mask = tokenizer(prompts)
-    feed = {"pixel_values": preprocess_images(images, spec), "input_ids": input_ids, "attention_mask": attention_mask}
-    expected = attributor._session.run(None, feed)[0].astype(np.float32)
-    np.testing.assert_array_equal(attributor.embed(images, prompts), expected)
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(3)] + [np.asarray(data.images[5])]
+    prompts = [data.captions[i] for i in range(3)] + ["a red square " * 20]  # the last one is truncated
+    bundle = attributor.bundle
+    pre = json.loads((bundle.root / "manifest.json").read_text())["preprocessing"]
+    height, width = pre["image"]["size"]
+    assert pre["image"]["resize"] == "bilinear"
+    resized = [img if img.shape[:2] == (height, width) else
+               np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.BILINEAR)) for img in images]
+    x = np.stack(resized).astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(pre["image"]["mean"], np.float32)) / np.asarray(pre["image"]["std"], np.float32)
+    encodings = RawTokenizer.from_file(str(bundle.root / "tokenizer.json")).encode_batch(prompts)
+    feed = {"pixel_values": np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+            "input_ids": np.asarray([e.ids for e in encodings], np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64)}
+    assert feed["input_ids"].shape == (4, pre["text"]["max_length"])
+    session = ort.InferenceSession(str(bundle.root / "embedder.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, feed)[0]
+    ours = attributor.embed(images, prompts)
+    assert ours.dtype == np.float32 and ours.shape == (4, kit.DIM) and ours.flags.c_contiguous
+    # Equal up to float rounding: the SDK drops the all-padding columns, the masked encoders ignore them.
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+    # The reference is sharp enough to notice a pair out of place.
+    assert np.abs(ours - expected[[1, 0, 2, 3]]).max() > 1e-2
 
 
 def _check_timings(timings):

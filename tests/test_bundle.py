@@ -135,16 +135,16 @@ def test_items_problems(tmp_path, bundle_copy):
 
 
 def test_interrupted_build_leaves_no_bundle(tmp_path, monkeypatch):
-    import fastattr.index_cli as index_cli
+    import fastattr.bundle_build as bundle_build
 
     kit.bundle()
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(index_cli, "write_manifest", boom)
+    monkeypatch.setattr(bundle_build, "write_manifest", boom)
     with pytest.raises(KeyboardInterrupt):
-        index_cli.build_bundle(tmp_path / "b", embedder=kit.root() / "export", dataset=kit.dataset(), progress=False)
+        bundle_build.build_bundle(tmp_path / "b", embedder=kit.root() / "export", dataset=kit.dataset(), progress=False)
     assert not (tmp_path / "b").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]  # the temporary folder is gone too
 

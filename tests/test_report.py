@@ -1,4 +1,4 @@
-"""Tests of fastattr.report and the `fastattr query` / `fastattr index build` commands."""
+"""Tests of fastattr.report and the `fastattr query` / `fastattr bundle build` (alias `index build`) commands."""
 
 from __future__ import annotations
 
@@ -73,17 +73,18 @@ def test_query_command_errors(tmp_path, capsys):
     assert "--exclude" in capsys.readouterr().err
 
 
-def test_index_build_command(tmp_path, capsys):
+def test_bundle_build_command(tmp_path, capsys):
     kit.bundle()
     world = kit.root() / "world"
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"mAP@10": 0.5}))
-    code = main(["index", "build", "--embedder", str(kit.root() / "export"), "--dataset", str(world),
+    code = main(["bundle", "build", "--embedder", str(kit.root() / "export"), "--dataset", str(world),
                  "--out", str(tmp_path / "b"), "--thumbnail-size", "0", "--eval", str(evaluation)])
     assert code == 0 and "48 items" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["evaluation"] == {"mAP@10": 0.5} and "thumbnails" not in manifest["roles"]
     assert manifest["provenance"]["dataset"]["path"].endswith("world")
+    # `index build`, the former name, is the same command.
     assert main(["index", "build", "--embedder", str(tmp_path), "--dataset", str(world),
                  "--out", str(tmp_path / "c")]) == 1
     assert "no export.json" in capsys.readouterr().err

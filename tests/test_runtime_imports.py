@@ -12,7 +12,7 @@ _SCRIPT = r"""
 import json, sys
 import fastattr
 fastattr.Attributor, fastattr.Attribution
-import fastattr.bundle, fastattr.preprocess, fastattr.report, fastattr.results, fastattr.query_cli, fastattr.index_cli
+import fastattr.bundle, fastattr.preprocess, fastattr.report, fastattr.results, fastattr.query_cli, fastattr.bundle_build, fastattr.onnx_embedder
 import fastattr.cli
 fastattr.cli.build_parser()  # every stage's CLI registers without importing torch
 import numpy as np

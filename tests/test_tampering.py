@@ -18,7 +18,7 @@ from fastattr.errors import BundleError
 @pytest.fixture(scope="module")
 def other_bundle(tmp_path_factory) -> Path:
     """A second bundle of another world with the same embedder: same file names, other bytes."""
-    from fastattr.index_cli import build_bundle
+    from fastattr.bundle_build import build_bundle
     from fastattr.world import make_world
 
     root = tmp_path_factory.mktemp("other")

@@ -3,7 +3,7 @@
 Embedding 118,287 or 1,000,000 items with a ViT-B/16 on two cores would take hours and measure
 nothing the query path depends on, so the index holds seeded random unit vectors (the brief
 allows it). The embedder is exported with ``fastattr.export.export_embedder`` (parity-checked fp32
-and int8 graphs) and the bundle is written by the public ``fastattr.index_cli.build_bundle`` with
+and int8 graphs) and the bundle is written by the public ``fastattr.bundle_build.build_bundle`` with
 ``vectors=`` (streamed in blocks, so 1,000,000 × 768 never sits in memory at once); its manifest
 records that the item vectors were supplied. The reference path regenerates the same vectors as fp32.
 
@@ -112,13 +112,13 @@ def random_bundle(out_dir: str | os.PathLike[str], exported: Any, *, n_items: in
     the same size, seed, variants and embedder file, built this way.
     """
     from fastattr.bundle import MANIFEST
-    from fastattr.index_cli import build_bundle
+    from fastattr.bundle_build import build_bundle
 
     variants = {k: Path(v) for k, v in (extra_variants or {}).items()}
     out = Path(out_dir)
     stamp = {"n_items": int(n_items), "seed": int(seed), "embedder_bytes": exported.onnx_path.stat().st_size,
              "dim": int(exported.dim), "variants": sorted({**exported.variants(), **variants}),
-             "via": "fastattr.index_cli.build_bundle(vectors=)"}
+             "via": "fastattr.bundle_build.build_bundle(vectors=)"}
     if (out / MANIFEST).is_file():
         manifest = json.loads((out / MANIFEST).read_text())
         if manifest.get("provenance", {}).get("bench_random_bundle") == stamp:

@@ -69,16 +69,15 @@ def warm_index(bundle: Any, threads: int | None = None) -> None:
         handle.warmup(threads)
 
 
-def bare_session(model_path: Any, *, threads: int | None, providers: list[Any] | None = None) -> Any:
-    """A plain ONNX Runtime session on the same file with the same thread count (the bar's baseline)."""
-    import onnxruntime as ort
+def bare_session(model_path: Any, *, threads: int | None, device: str = "cpu") -> Any:
+    """A plain ONNX Runtime session on the same file with the SDK's settings (the bar's baseline).
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_path), options, providers=providers or ["CPUExecutionProvider"])
+    Made by the SDK's own ``fastattr.onnx_embedder.make_session``, so the bare forward differs
+    from the SDK's only by what the SDK does around it.
+    """
+    from fastattr.onnx_embedder import make_session
+
+    return make_session(model_path, device=device, threads=threads)
 
 
 def bare_forward(bundle: Any, session: Any, image: Any, prompt: str) -> Callable[[], Any]:

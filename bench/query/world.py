@@ -126,11 +126,11 @@ def standin_bundle(cache: Path, *, n_items: int = 2500, image_size: int = 16, pr
     the benchmark builds this one with the project's own stages: ``make_world`` (demo preset),
     the student's stand-in ViT (``standin_vit_config``, the size ``pretrain_image_encoder`` uses)
     + the shipped MiniLM text encoder + the default ``Head``, ``save_student``,
-    ``fastattr.export.export_student`` and ``fastattr.index_cli.build_bundle``. Cached in ``cache``.
+    ``fastattr.export.export_student`` and ``fastattr.bundle_build.build_bundle``. Cached in ``cache``.
     """
     from fastattr.bundle import MANIFEST
     from fastattr.export import export_student
-    from fastattr.index_cli import build_bundle
+    from fastattr.bundle_build import build_bundle
     from fastattr.student.embedder import save_student
     from fastattr.student.encoders import image_encoder_from_config, standin_vit_config
     from fastattr.student.head import Head

@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .bundle import Bundle, Items, open_bundle
-from .errors import BundleError, DeviceError, InputError
-from .preprocess import ImageLike, Tokenizer, decode_images, resize_normalize
+from .errors import BundleError, InputError
+from .onnx_embedder import DEVICES, EMBED_BATCH, NO_LAPS, embed_pairs, make_session, session_device
+from .preprocess import ImageLike, Tokenizer
 from .results import Attribution
 
 __all__ = ["Attributor", "STAGES"]
 
-_DEVICES = ("auto", "cuda", "cpu")
 _VARIANTS = {"fp32": "embedder", "fp16": "embedder_fp16", "int8": "embedder_int8"}
-_EMBED_BATCH = 64
 # The stages a ``timings`` dict receives, in the order a query runs them; "total" is added beside them.
 STAGES = ("decode", "preprocess", "tokenize", "forward", "search", "assemble")
 
@@ -48,19 +45,6 @@ class _Laps:
         self.last = now
 
 
-class _NoLaps:
-    """Stands in for :class:`_Laps` when no timings were asked for: no clock is read."""
-
-    __slots__ = ()
-
-    def restart(self) -> None:
-        pass
-
-    def __call__(self, name: str) -> None:
-        pass
-
-
-_NO_LAPS = _NoLaps()
 
 
 def _check_timings(timings: Any) -> None:
@@ -77,37 +61,6 @@ def _check_k(k: Any) -> int:
     if k <= 0:
         raise InputError(f"k must be at least 1, got {k}")
     return int(k)
-
-
-def _make_session(model_path: Path, device: str, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # keep ORT's own warnings off stderr; we report the provider ourselves
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    available = ort.get_available_providers()
-    want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-    if device == "cuda" and "CUDAExecutionProvider" not in available:
-        raise DeviceError(
-            f"device='cuda' requested but this onnxruntime has no CUDA provider (has {available}). "
-            "Install onnxruntime-gpu (pip install \"fastattr[gpu]\") or use device='cpu'"
-        )
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if want_cuda:
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=providers)
-    except Exception as exc:  # ORT raises its own exception types for a bad graph
-        raise BundleError(f"onnxruntime cannot load {model_path}: {exc}") from exc
-    got = session.get_providers()
-    if want_cuda and (not got or got[0] != "CUDAExecutionProvider"):
-        message = f"CUDA was requested but onnxruntime gave {got} (no usable GPU or CUDA libraries)"
-        if device == "cuda":
-            raise DeviceError(message + "; use device='cpu' or fix the CUDA installation")
-        warnings.warn(message + "; running on CPU", RuntimeWarning, stacklevel=3)
-    return session
 
 
 class Attributor:
@@ -147,7 +100,7 @@ class Attributor:
         """Open a bundle and prepare the embedder session and the index.
 
         Args:
-            path: bundle folder (from ``fastattr index build``).
+            path: bundle folder (from ``fastattr bundle build``).
             device: "auto" (CUDA when onnxruntime offers it, else CPU, warning if CUDA fails),
                 "cuda" (DeviceError if unavailable) or "cpu".
             threads: threads for ONNX Runtime and the index scan; None lets each choose.
@@ -158,8 +111,8 @@ class Attributor:
             BundleError: the bundle is missing, altered, of an unknown version or inconsistent.
             DeviceError: device="cuda" and no CUDA provider could be used.
         """
-        if device not in _DEVICES:
-            raise InputError(f"device must be one of {_DEVICES}, got {device!r}")
+        if device not in DEVICES:
+            raise InputError(f"device must be one of {DEVICES}, got {device!r}")
         if precision not in _VARIANTS:
             raise InputError(f"precision must be one of {sorted(_VARIANTS)}, got {precision!r}")
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -167,7 +120,7 @@ class Attributor:
         bundle = open_bundle(path, verify=verify)
         if not bundle.has(_VARIANTS[precision]):
             raise BundleError(f"bundle {bundle.root} has no {precision} embedder; build it with `fastattr export --{precision}`")
-        session = _make_session(bundle.file(_VARIANTS[precision]), device, threads)
+        session = make_session(bundle.file(_VARIANTS[precision]), device=device, threads=threads)
         from . import index as index_module
 
         index = index_module.open(str(bundle.file("index")))
@@ -183,7 +136,7 @@ class Attributor:
     @property
     def device(self) -> str:
         """The device ONNX Runtime really runs the embedder on: "cuda" or "cpu"."""
-        return "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        return session_device(self._session)
 
     @property
     def dim(self) -> int:
@@ -208,35 +161,15 @@ class Attributor:
             >>> attributor.embed("generated.png", "a red square on grey").shape  # doctest: +SKIP
             (1, 64)
         """
-        return self._embed(images, prompts, _NO_LAPS)
+        return self._embed(images, prompts, NO_LAPS)
 
-    def _embed(self, images: Any, prompts: Any, laps: _Laps | _NoLaps) -> np.ndarray:
+    def _embed(self, images: Any, prompts: Any, laps: Any) -> np.ndarray:
         if isinstance(prompts, str):
             images, prompts = [images], [prompts]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
-        images, prompts = list(images), list(prompts)
-        if len(images) != len(prompts):
-            raise InputError(f"got {len(images)} images and {len(prompts)} prompts; pass one prompt per image")
-        if not images:
-            raise InputError("no images given; pass at least one (image, prompt) pair")
-        spec = self.bundle.spec
-        many = len(images) > 1
-        outs = []
-        # The two steps of fastattr.preprocess.preprocess_images, called one by one so each can be timed.
-        for start in range(0, len(images), _EMBED_BATCH):
-            stop = start + _EMBED_BATCH
-            laps.restart()
-            rgb = decode_images(images[start:stop], first=start, numbered=many)
-            laps("decode")
-            pixel_values = resize_normalize(rgb, spec)
-            laps("preprocess")
-            input_ids, attention_mask = self._tokenizer(prompts[start:stop])
-            laps("tokenize")
-            feed = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
-            outs.append(self._session.run(None, feed)[0])
-            laps("forward")
-        return np.ascontiguousarray(np.concatenate(outs).astype(np.float32, copy=False))
+        return embed_pairs(self._session, self.bundle.spec, self._tokenizer, list(images), list(prompts),
+                           batch_size=EMBED_BATCH, laps=laps)
 
     def _exclude(self, exclude: Iterable[int] | None) -> tuple[np.ndarray | None, int]:
         from .index import exclusion_ids
@@ -307,7 +240,7 @@ class Attributor:
         k = _check_k(k)
         if isinstance(prompts, str):
             raise InputError("query_batch takes a list of prompts; use query() for a single pair")
-        laps = _NO_LAPS if timings is None else _Laps(timings)
+        laps = NO_LAPS if timings is None else _Laps(timings)
         excluded, n_present = self._exclude(exclude)
         vectors = self._embed(images, prompts, laps)
         k_eff = min(k, len(self._items) - n_present)

@@ -234,7 +234,7 @@ def build(
         paths["student"], paths["export"], dataset=ds, fp16=True))
 
     from .export.evaluate import variant_maps
-    from .index_cli import build_bundle
+    from .bundle_build import build_bundle
 
     results = json.loads((paths["eval"] / "results.json").read_text(encoding="utf-8"))
     teacher_meta = json.loads((paths["teacher"] / "teacher_set.json").read_text(encoding="utf-8"))

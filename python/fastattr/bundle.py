@@ -96,7 +96,7 @@ def _parse_version(value: Any, root: Path) -> tuple[int, int]:
     if major != VERSION[0]:
         raise BundleError(
             f"{root / MANIFEST}: bundle format version {major}.{minor} is not supported by this fastattr "
-            f"(reads {VERSION[0]}.x); rebuild the bundle with `fastattr index build` or upgrade fastattr"
+            f"(reads {VERSION[0]}.x); rebuild the bundle with `fastattr bundle build` or upgrade fastattr"
         )
     return major, minor
 
@@ -209,10 +209,10 @@ class Bundle:
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     if not root.is_dir():
-        raise BundleError(f"no bundle folder at {str(root)!r}; build one with `fastattr index build`")
+        raise BundleError(f"no bundle folder at {str(root)!r}; build one with `fastattr bundle build`")
     path = root / MANIFEST
     if not path.is_file():
-        raise BundleError(f"{root} has no {MANIFEST}: not a bundle, or an interrupted build. Rebuild it with `fastattr index build`")
+        raise BundleError(f"{root} has no {MANIFEST}: not a bundle, or an interrupted build. Rebuild it with `fastattr bundle build`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -265,7 +265,7 @@ def open_bundle(path: str | os.PathLike[str], *, verify: str = "full") -> Bundle
                               f"got {entry!r:.80}")
         file_path = safe_path(root, name)
         if not file_path.is_file():
-            raise BundleError(f"bundle {root} is missing {name!r}; rebuild it with `fastattr index build`")
+            raise BundleError(f"bundle {root} is missing {name!r}; rebuild it with `fastattr bundle build`")
         size = file_path.stat().st_size
         if size != entry["bytes"]:
             raise BundleError(f"{file_path} has {size} bytes, the manifest says {entry.get('bytes')}: the file was altered or truncated")

@@ -17,7 +17,7 @@ _COMMAND_MODULES = (
     "fastattr.teacher.cli",
     "fastattr.student.cli",
     "fastattr.export.cli",
-    "fastattr.index_cli",
+    "fastattr.bundle_build",
     "fastattr.query_cli",
     "fastattr.build_cli",
     "fastattr.demo",

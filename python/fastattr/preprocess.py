@@ -1,7 +1,10 @@
 """Image decoding and tokenization for the embedder, with numpy, Pillow and tokenizers only (no torch).
 
-Training (the student) and serving (the SDK) call the same functions with the same
-:class:`PreprocessSpec`, so an image and a prompt reach the embedder identically in both.
+:class:`PreprocessSpec` is the one description of the embedder's inputs: the student writes it
+(inside ``fastattr.student.spec.EmbedderSpec``), export copies it into export.json, the bundle
+into manifest.json, and the SDK reads it back. Training (``fastattr.student.spec.preprocess_images``)
+and serving (:func:`preprocess_images`) resize and normalize with the same functions of this
+module (:func:`resize_rgb`, :func:`normalize`), so an image reaches the embedder identically in both.
 
 The image rules, in order:
 
@@ -14,16 +17,17 @@ The image rules, in order:
 4. ``(x / 255 - mean) / std`` per channel, float32, laid out (3, H, W).
 
 Prompts are tokenized with the bundle's ``tokenizer.json`` and truncated to ``max_length`` tokens
-(special tokens included), as the student does in training (``fastattr.student.spec.tokenize``),
-so the embedder sees the same tokens in both. Training pads to ``max_length``; serving pads a
-batch only to its longest prompt, which the masked encoders cannot tell apart.
+(special tokens included), as the student does in training (``fastattr.student.spec.tokenize``).
+Training pads every prompt to ``max_length``; :class:`Tokenizer` pads to ``max_length`` too, then
+drops the columns that are padding in every row, so a batch is as wide as its longest prompt. The
+ids and mask it keeps are the training ones, and the masked encoders give the same vectors.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -34,6 +38,7 @@ from .errors import InputError
 __all__ = [
     "ImageLike",
     "PreprocessSpec",
+    "RESIZE_FILTERS",
     "Tokenizer",
     "to_rgb_uint8",
     "resize_rgb",
@@ -45,7 +50,8 @@ __all__ = [
 
 ImageLike = Union["PIL.Image.Image", np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]  # noqa: F821
 
-_RESAMPLE = ("nearest", "bilinear", "bicubic")
+# Pillow filters a spec may name.
+RESIZE_FILTERS = ("nearest", "bilinear", "bicubic")
 
 
 MAX_SIDE = 4096     # pixels per side of the embedder's input (ViT-g at 518 is far below)
@@ -55,7 +61,11 @@ MAX_DECODED_PIXELS = 8192 * 8192   # an encoded image larger than this is refuse
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """How raw images and prompts become embedder inputs; stored in the bundle manifest.
+    """How raw images and prompts become embedder inputs; stored in export.json and the bundle manifest.
+
+    The tokenizer file itself is not part of the spec: a bundle names it by role ("tokenizer"),
+    an export folder always holds ``tokenizer.json``, a student checkpoint records its path in
+    ``EmbedderSpec.tokenizer``.
 
     Attributes:
         size: (height, width) the embedder expects.
@@ -63,7 +73,6 @@ class PreprocessSpec:
         mean: per-channel mean subtracted after scaling to [0, 1].
         std: per-channel standard deviation divided by.
         max_length: longest token sequence (special tokens included); longer prompts are truncated.
-        tokenizer_file: the tokenizer.json file name (relative to its folder).
 
     Example:
         >>> spec = PreprocessSpec(size=(32, 32))
@@ -76,16 +85,14 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     max_length: int = 64
-    tokenizer_file: str = "tokenizer.json"
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         size = tuple(int(v) for v in self.size)
         # Bounded: a manifest is read from disk, and its size is what the first query allocates.
         if len(size) != 2 or min(size) <= 0 or max(size) > MAX_SIDE:
             raise InputError(f"preprocessing size must be two ints in 1..{MAX_SIDE} (H, W), got {self.size!r}")
-        if self.resize not in _RESAMPLE:
-            raise InputError(f"preprocessing resize must be one of {_RESAMPLE}, got {self.resize!r}")
+        if self.resize not in RESIZE_FILTERS:
+            raise InputError(f"preprocessing resize is {self.resize!r}; it must be one of {', '.join(RESIZE_FILTERS)}")
         mean = tuple(float(v) for v in self.mean)
         std = tuple(float(v) for v in self.std)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -98,15 +105,19 @@ class PreprocessSpec:
         object.__setattr__(self, "max_length", int(self.max_length))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form written into manifests."""
+        """The JSON form written into export.json and manifests ("preprocessing")."""
         return {
             "image": {"size": list(self.size), "resize": self.resize, "mean": list(self.mean), "std": list(self.std)},
-            "text": {"tokenizer": self.tokenizer_file, "max_length": self.max_length},
+            "text": {"max_length": self.max_length},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessSpec":
-        """Read the JSON form (see :meth:`to_dict`); raises InputError when a field is missing."""
+        """Read the JSON form (see :meth:`to_dict`); raises InputError when a field is missing.
+
+        Files written before the spec lost its tokenizer field also hold ``text.tokenizer``
+        (always "tokenizer.json"); it is ignored.
+        """
         try:
             image, text = data["image"], data["text"]
             return cls(
@@ -115,7 +126,6 @@ class PreprocessSpec:
                 mean=tuple(image["mean"]),  # type: ignore[arg-type]
                 std=tuple(image["std"]),  # type: ignore[arg-type]
                 max_length=int(text["max_length"]),
-                tokenizer_file=str(text.get("tokenizer", "tokenizer.json")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"preprocessing section is incomplete or malformed ({exc!r}): {dict(data)!r}") from exc
@@ -247,7 +257,7 @@ def normalize(rgb_batch: np.ndarray, mean: Sequence[float], std: Sequence[float]
     """(B, H, W, 3) uint8 → (B, 3, H, W) float32 ``(x / 255 - mean) / std``.
 
     Example:
-        >>> normalize(np.full((1, 2, 2, 3), 255, np.uint8), (0.5,) * 3, (0.5,) * 3)[0, 0, 0, 0]
+        >>> float(normalize(np.full((1, 2, 2, 3), 255, np.uint8), (0.5,) * 3, (0.5,) * 3)[0, 0, 0, 0])
         1.0
     """
     x = rgb_batch.astype(np.float32) / np.float32(255.0)
@@ -322,8 +332,8 @@ class Tokenizer:
                     break
         self.pad_id = int(pad_id)
         tokenizer.enable_truncation(self.max_length)
-        # Fixed length, not the batch's longest: training pads to max_length, and identical
-        # sequences (not merely equivalent masked ones) keep serving bit-for-bit equal to it.
+        # Pad to max_length as training does (a tokenizer.json may carry other padding settings);
+        # __call__ then trims the columns that are padding in every row.
         tokenizer.enable_padding(pad_id=self.pad_id, pad_token=pad_token, length=self.max_length)
 
     @classmethod

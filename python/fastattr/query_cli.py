@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         "query", help="attribute a generated image to training items",
         description="Rank the training items of a bundle by their influence on IMAGE generated from PROMPT.",
     )
-    parser.add_argument("bundle", help="bundle folder (from `fastattr index build`)")
+    parser.add_argument("bundle", help="bundle folder (from `fastattr bundle build`)")
     parser.add_argument("image", help="the generated image file (PNG, JPEG, ...)")
     parser.add_argument("prompt", help="the prompt that generated it")
     parser.add_argument("-k", type=int, default=10, help="number of training items to return (default 10)")

@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 
 def _teacher_set(path: Path, splits: list[str]) -> Path:
     """A teacher set whose 'teacher' ranks items exactly as the fp32 embedder does."""
-    from fastattr.index_cli import embed_items
+    from fastattr.onnx_embedder import embed_items
     from fastattr.teacher.teacher_set import write_teacher_set
 
     exported, data = kit.exported(), kit.dataset()

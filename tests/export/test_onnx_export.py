@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared kit l
 import _export_kit as kit  # noqa: E402
 
 from fastattr.errors import CheckpointError  # noqa: E402
-from fastattr.export import load_export, spec_from_embedder  # noqa: E402
+from fastattr.export import load_export  # noqa: E402
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
@@ -60,16 +60,26 @@ def test_export_failure_is_a_checkpoint_error(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_spec_from_embedder_layouts():
-    flat = kit.spec_dict()
-    pre, tok, dim = spec_from_embedder(flat)
-    assert pre.size == (kit.IMAGE_SIDE,) * 2 and tok == kit.tokenizer_file() and dim == kit.DIM
-    nested = {"image": {"image_size": 8, "mean": [0.1] * 3, "std": [0.2] * 3},
-              "text": {"tokenizer_json": "t.json", "max_length": 9}, "dim": 3}
-    pre, tok, dim = spec_from_embedder(nested)
-    assert pre.size == (8, 8) and pre.max_length == 9 and tok.name == "t.json" and dim == 3
-    with pytest.raises(CheckpointError, match="lacks"):
-        spec_from_embedder({"size": [4, 4]})
+def test_export_records_the_students_preprocessing_unchanged(tmp_path):
+    import json
+
+    from fastattr.student.spec import EmbedderSpec
+
+    spec = EmbedderSpec(**kit.spec_dict())
+    exported = kit.exported()  # exported from kit.spec_dict(), the student.json form of the spec
+    assert exported.spec == spec.preprocess and exported.dim == spec.dim == kit.DIM
+    assert json.loads((exported.root / "export.json").read_text())["preprocessing"] == spec.preprocess.to_dict()
+    assert (exported.root / "tokenizer.json").read_bytes() == kit.tokenizer_file().read_bytes()
+    # Only the student's own layout is read: an incomplete or foreign one is refused, nothing is written.
+    from fastattr.export import export_embedder
+
+    with pytest.raises(CheckpointError, match="missing keys"):
+        export_embedder(kit.standin(), {"size": [4, 4]}, tmp_path / "a")
+    with pytest.raises(CheckpointError, match="unknown keys \\['image_size'\\]"):
+        export_embedder(kit.standin(), {**kit.spec_dict(), "image_size": 8}, tmp_path / "b")
+    with pytest.raises(CheckpointError, match="must be a fastattr.student.EmbedderSpec"):
+        export_embedder(kit.standin(), [("size", [4, 4])], tmp_path / "c")
+    assert not any(tmp_path.iterdir())
 
 
 def test_load_export_errors(tmp_path):

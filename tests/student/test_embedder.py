@@ -20,7 +20,7 @@ from fastattr.student.spec import preprocess_images, tokenize
 def test_round_trip_equals_training_path(student_dir, world):
     module, spec = load_embedder(student_dir)
     assert json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
-    assert spec.size == [16, 16] and spec.dim == 32
+    assert spec.size == (16, 16) and spec.dim == 32
     images, captions = np.asarray(world.images[:6]), world.captions[:6]
     pixels = torch.from_numpy(preprocess_images(images, spec))
     ids, mask = tokenize(captions, spec)

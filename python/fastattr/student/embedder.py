@@ -38,8 +38,8 @@ class Student:
 
 
 def _spec(image_encoder: ImageEncoder, text_encoder: TextEncoder, head: Head, tokenizer: str) -> EmbedderSpec:
-    return EmbedderSpec(size=list(image_encoder.size), resize=image_encoder.resize, mean=list(image_encoder.mean),
-                        std=list(image_encoder.std), tokenizer=tokenizer, max_length=text_encoder.max_length,
+    return EmbedderSpec(size=image_encoder.size, resize=image_encoder.resize, mean=image_encoder.mean,
+                        std=image_encoder.std, tokenizer=tokenizer, max_length=text_encoder.max_length,
                         dim=head.dim)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .._atomic import atomic_dir, write_json
 from .._deps import require
 from ..errors import DatasetError
-from .encoders import ImageEncoder, image_encoder_from_config, load_image_encoder, standin_vit_config
+from .encoders import ImageEncoder, image_encoder_from_config, standin_vit_config
 from .spec import preprocess_images
 
 torch = require("torch", feature="fastattr.student")
@@ -131,7 +131,7 @@ def pretrain_image_encoder(images: np.ndarray, attributes: Sequence[Mapping[str,
 
 
 def save_image_encoder(encoder: ImageEncoder, folder: str | Path, *, info: dict[str, Any] | None = None) -> Path:
-    """Save an image encoder as a transformers folder (safetensors + preprocessing) that loads back.
+    """Save an image encoder as a transformers folder (safetensors + preprocessing) that ``load_image_encoder`` reads.
 
     Example:
         >>> save_image_encoder(enc, "runs/image_encoder")  # doctest: +SKIP
@@ -145,8 +145,3 @@ def save_image_encoder(encoder: ImageEncoder, folder: str | Path, *, info: dict[
         if info is not None:
             write_json(tmp / "fastattr_pretraining.json", info)
     return folder
-
-
-def load_saved_image_encoder(folder: str | Path) -> ImageEncoder:
-    """Load what :func:`save_image_encoder` wrote (the same as :func:`load_image_encoder`)."""
-    return load_image_encoder(folder)

@@ -1,94 +1,119 @@
-"""The embedder's input contract (EmbedderSpec) and its torch-free preprocessing: numpy, Pillow, tokenizers."""
+"""The student embedder's contract (EmbedderSpec) and its torch-free preprocessing: numpy, Pillow, tokenizers.
+
+EmbedderSpec holds the SDK's :class:`fastattr.preprocess.PreprocessSpec` (the one description of
+the image and text preprocessing, which export and the bundle copy on) plus what only a student
+checkpoint knows: its tokenizer file and its output dimension.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..preprocess import RESIZE_FILTERS, PreprocessSpec, normalize, resize_rgb
 
 __all__ = ["EmbedderSpec", "RESIZE_FILTERS", "preprocess_images", "tokenize"]
 
-# Names used in specs -> Pillow filter names (resolved lazily so this module imports without Pillow).
-RESIZE_FILTERS = ("nearest", "bilinear", "bicubic")
+_KEYS = ("size", "resize", "mean", "std", "tokenizer", "max_length", "dim")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class EmbedderSpec:
-    """How raw inputs become the embedder's tensors; JSON-serializable and shared with the SDK.
+    """How raw inputs become the embedder's tensors: a PreprocessSpec, the tokenizer file and the output dim.
 
     Image path: uint8 HWC RGB -> Pillow resize to ``size`` ([H, W]) with filter ``resize``
     (skipped when the size already matches) -> float32 / 255 -> (x - mean) / std per channel
     -> CHW. Text path: ``tokenizers.Tokenizer.from_file(tokenizer)``, whose file already carries
     truncation and fixed padding to ``max_length``; ``input_ids`` and ``attention_mask`` as int64.
 
+    The JSON form (student.json's "spec") is flat: ``size``, ``resize``, ``mean``, ``std``,
+    ``tokenizer``, ``max_length``, ``dim`` and ``extra``; the constructor takes the same names.
+
+    Attributes:
+        preprocess: the image and text preprocessing, as export.json and the bundle record it.
+        tokenizer: path of the fixed-length tokenizer.json (relative in student.json, absolute once loaded).
+        dim: the embedder's output dimension.
+        extra: free-form notes kept with the spec.
+
     Example:
         >>> spec = EmbedderSpec(size=[16, 16], resize="bilinear", mean=[0.5] * 3, std=[0.5] * 3,
         ...                     tokenizer="tokenizer.json", max_length=32, dim=64)
         >>> EmbedderSpec.from_dict(spec.to_dict()) == spec
         True
+        >>> spec.preprocess.size
+        (16, 16)
     """
 
-    size: list[int]
-    resize: str
-    mean: list[float]
-    std: list[float]
+    preprocess: PreprocessSpec
     tokenizer: str
-    max_length: int
     dim: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        if len(self.size) != 2 or any(int(s) < 1 for s in self.size):
-            raise CheckpointError(f"EmbedderSpec.size must be [H, W] with positive ints, got {self.size!r}.")
-        if self.resize not in RESIZE_FILTERS:
-            raise CheckpointError(
-                f"EmbedderSpec.resize is {self.resize!r}; expected one of {', '.join(RESIZE_FILTERS)}."
-            )
-        if len(self.mean) != 3 or len(self.std) != 3 or any(float(s) <= 0 for s in self.std):
-            raise CheckpointError(
-                f"EmbedderSpec mean/std must be 3 values each with std > 0, got {self.mean!r}, {self.std!r}."
-            )
-        if int(self.max_length) < 1 or int(self.dim) < 1:
-            raise CheckpointError(
-                f"EmbedderSpec max_length and dim must be positive, got {self.max_length}, {self.dim}."
-            )
+    def __init__(self, *, size: Sequence[int], resize: str, mean: Sequence[float], std: Sequence[float],
+                 tokenizer: str, max_length: int, dim: int, extra: Mapping[str, Any] | None = None) -> None:
+        try:
+            preprocess = PreprocessSpec(size=tuple(size), resize=resize, mean=tuple(mean), std=tuple(std),  # type: ignore[arg-type]
+                                        max_length=max_length)
+        except (InputError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"EmbedderSpec: {exc}") from None
+        if int(dim) < 1:
+            raise CheckpointError(f"EmbedderSpec dim must be positive, got {dim}.")
+        object.__setattr__(self, "preprocess", preprocess)
+        object.__setattr__(self, "tokenizer", str(tokenizer))
+        object.__setattr__(self, "dim", int(dim))
+        object.__setattr__(self, "extra", dict(extra or {}))
+
+    # Read-only views of the preprocessing, so the spec serves wherever "size, resize, mean, std,
+    # max_length" are read (preprocess_images, tokenize, the frozen encoders).
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.preprocess.size
+
+    @property
+    def resize(self) -> str:
+        return self.preprocess.resize
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
+
+    @property
+    def max_length(self) -> int:
+        return self.preprocess.max_length
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain JSON types."""
-        return json.loads(json.dumps(asdict(self)))
+        """The spec as plain JSON types (student.json's "spec")."""
+        return {"size": list(self.size), "resize": self.resize, "mean": list(self.mean), "std": list(self.std),
+                "tokenizer": self.tokenizer, "max_length": self.max_length, "dim": self.dim,
+                "extra": dict(self.extra)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EmbedderSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> "EmbedderSpec":
         """Rebuild a spec from :meth:`to_dict` output; unknown or missing keys raise CheckpointError."""
-        names = {"size", "resize", "mean", "std", "tokenizer", "max_length", "dim", "extra"}
-        missing = sorted(names - {"extra"} - set(data))
-        unknown = sorted(set(data) - names)
+        missing = sorted(set(_KEYS) - set(data))
+        unknown = sorted(set(data) - set(_KEYS) - {"extra"})
         if missing or unknown:
             raise CheckpointError(
                 f"Embedder spec has missing keys {missing} / unknown keys {unknown}; "
                 "re-run `fastattr student train` to write a current checkpoint."
             )
-        return cls(
-            size=[int(s) for s in data["size"]],
-            resize=str(data["resize"]),
-            mean=[float(m) for m in data["mean"]],
-            std=[float(s) for s in data["std"]],
-            tokenizer=str(data["tokenizer"]),
-            max_length=int(data["max_length"]),
-            dim=int(data["dim"]),
-            extra=dict(data.get("extra", {})),
-        )
+        return cls(**{key: data[key] for key in _KEYS}, extra=data.get("extra"))
 
 
 def preprocess_images(images: np.ndarray, spec: Any) -> np.ndarray:
     """uint8 RGB images (N, H, W, 3) or one (H, W, 3) -> float32 (N, 3, H', W') as the spec says.
 
-    ``spec`` is an :class:`EmbedderSpec` or anything with ``size``, ``resize``, ``mean``, ``std``.
+    ``spec`` is anything with ``size``, ``resize``, ``mean`` and ``std``: an :class:`EmbedderSpec`,
+    a :class:`~fastattr.preprocess.PreprocessSpec` or a frozen image encoder. The resize and the
+    normalization are the SDK's own (:func:`fastattr.preprocess.resize_rgb`, :func:`~fastattr.preprocess.normalize`).
 
     Example:
         >>> spec = EmbedderSpec(size=[4, 4], resize="bilinear", mean=[0.5] * 3, std=[0.5] * 3,
@@ -104,17 +129,10 @@ def preprocess_images(images: np.ndarray, spec: Any) -> np.ndarray:
             f"Images must be uint8 RGB of shape (N, H, W, 3) or (H, W, 3); got {arr.dtype} {arr.shape}. "
             "Convert with np.asarray(PIL.Image.open(...).convert('RGB'))."
         )
-    height, width = int(spec.size[0]), int(spec.size[1])
-    if arr.shape[1:3] != (height, width):
-        from PIL import Image
-
-        resample = getattr(Image.Resampling, spec.resize.upper())
-        arr = np.stack(
-            [np.asarray(Image.fromarray(img).resize((width, height), resample=resample)) for img in arr]
-        )
-    out = arr.astype(np.float32) / np.float32(255.0)
-    out = (out - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    size = (int(spec.size[0]), int(spec.size[1]))
+    if arr.shape[1:3] != size:
+        arr = np.stack([resize_rgb(img, size, spec.resize) for img in arr])
+    return normalize(arr, spec.mean, spec.std)
 
 
 def tokenize(texts: Sequence[str], spec: Any, *, tokenizer: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Tests of fastattr.index_cli.build_bundle: bundles from supplied (precomputed) vectors, extra variants, bad input."""
+"""Tests of fastattr.bundle_build: its steps one by one, bundles from supplied (precomputed) vectors, extra variants,
+bad input, and the `bundle build` / `index build` commands."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 
 import _export_kit as kit
 import fastattr
+from fastattr.bundle import Items
+from fastattr.bundle_build import build_bundle, check_output, embedder_files, write_index, write_items, write_thumbnails
 from fastattr.errors import InputError
-from fastattr.index_cli import build_bundle
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,85 @@ def test_bad_blocks_leave_nothing(tmp_path, blocks, message):
         _build(tmp_path / "b", iter(blocks()))
     # The error came mid-stream, inside the atomic build: neither the bundle nor its temporary folder remains.
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the steps, one by one
+
+
+def _tiny_dataset(uris=None):
+    from fastattr.world import Dataset
+
+    rng = np.random.default_rng(0)
+    return Dataset(images=rng.integers(0, 256, (3, 10, 6, 3), dtype=np.uint8), captions=["a", "b \u00e9", "c"],
+                   item_ids=np.array([7, 2, 2**40], np.uint64), attributes=[{"k": 1}, {}, {"k": [1, 2]}], uris=uris)
+
+
+@pytest.mark.parametrize("uris", [None, ["x/1.png", None, "s3://b/3.jpg"]])
+def test_write_items_reads_back_in_row_order(tmp_path, uris):
+    data = _tiny_dataset(uris)
+    write_items(tmp_path / "items.jsonl", data)
+    items = Items.read(tmp_path / "items.jsonl")
+    assert items.ids == [7, 2, 2**40] and items.captions == ["a", "b \u00e9", "c"]
+    assert items.uris == (uris or [None] * 3) and items.attributes == [{"k": 1}, {}, {"k": [1, 2]}]
+    assert [json.loads(line)["item_id"] for line in (tmp_path / "items.jsonl").read_text().splitlines()] == [7, 2, 2**40]
+
+
+def test_write_thumbnails_shrinks_only_what_is_larger(tmp_path):
+    from PIL import Image
+
+    data = _tiny_dataset()
+    write_thumbnails(tmp_path / "t.npy", data.images, 5)
+    thumbs = np.load(tmp_path / "t.npy")
+    expected = Image.fromarray(data.images[1])
+    expected.thumbnail((5, 5), Image.Resampling.BICUBIC)
+    assert thumbs.shape == (3, 5, 3, 3) and thumbs.dtype == np.uint8
+    np.testing.assert_array_equal(thumbs[1], np.asarray(expected))
+    write_thumbnails(tmp_path / "same.npy", data.images, 10)  # already small enough: stored as is
+    np.testing.assert_array_equal(np.load(tmp_path / "same.npy"), data.images)
+
+
+def test_check_output_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="is not a bundle"):
+        check_output(tmp_path / "mine")
+    assert check_output(tmp_path / "mine", overwrite=True) == tmp_path / "mine"
+    assert check_output(kit.bundle()) == kit.bundle() and check_output(tmp_path / "new") == tmp_path / "new"
+
+
+def test_embedder_files_names_every_file_by_role(tmp_path):
+    exported = kit.exported()
+    files = embedder_files(exported, {"embedder_custom": exported.onnx_path})
+    assert {role: name for role, (_, name) in files.items()} == {
+        "embedder": "embedder.onnx", "tokenizer": "tokenizer.json", "embedder_fp16": "embedder.fp16.onnx",
+        "embedder_int8": "embedder.int8.onnx", "embedder_custom": "embedder.custom.onnx"}
+    assert all(source.is_file() for source, _ in files.values())
+
+
+def test_item_vectors_then_write_index_store_the_embedders_rows(tmp_path, item_vectors):
+    from fastattr import bundle_build
+    from fastattr import index as index_module
+
+    exported, data = kit.exported(), kit.dataset()
+    vectors = bundle_build.item_vectors(exported, data, progress=False)
+    assert vectors.provenance == {"source": "embedder"} and vectors.embedded.shape == (kit.N_ITEMS, kit.DIM)
+    np.testing.assert_allclose(vectors.embedded, item_vectors, atol=1e-6)  # what the SDK embeds for the items
+    ids = np.asarray(data.item_ids, np.uint64)
+    write_index(tmp_path / "i.fai", vectors, ids, dim=kit.DIM, progress=False)
+    found, scores = index_module.open(str(tmp_path / "i.fai")).search(item_vectors[11], 1)
+    assert int(found[0]) == int(ids[11]) and float(scores[0]) > 0.99
+    supplied = bundle_build.item_vectors(exported, data, item_vectors)
+    assert supplied.embedded is None and supplied.provenance["source"] == "supplied"
+    assert [start for start, _ in supplied.blocks] == [0]
+
+
+def test_bundle_build_and_its_former_name_index_build_are_one_command():
+    from fastattr.bundle_build import _run_build
+    from fastattr.cli import build_parser
+
+    parser = build_parser()
+    argv = ["build", "--embedder", "e", "--dataset", "d", "--out", "o", "--thumbnail-size", "0"]
+    new, old = parser.parse_args(["bundle", *argv]), parser.parse_args(["index", *argv])
+    assert new.handler is old.handler is _run_build
+    same = lambda args: {k: v for k, v in vars(args).items() if k != "command" and not k.endswith("_command")}  # noqa: E731
+    assert same(new) == same(old) and new.out == "o" and new.thumbnail_size == 0
