@@ -25,6 +25,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ index.build(sys.argv[1], v, np.arange(len(v), dtype=np.uint64) + seed)
 
 CHILD_BUNDLE = """
 import sys
-from fastattr.index_cli import build_bundle
+from fastattr.bundle_build import build_bundle
 build_bundle(sys.argv[1], embedder=sys.argv[3], dataset=sys.argv[4], evaluation={"seed": int(sys.argv[2])},
              progress=False)
 """
@@ -48,10 +49,23 @@ CURATE_ARGS = ["--train-queries", "4", "--test-queries", "1", "--candidates-k", 
                "--timesteps", "2", "--query-draws", "4", "--workers", "1", "--sample-steps", "4", "--threads", "1"]
 
 
+def start(command: list[str]) -> subprocess.Popen:
+    """A child whose stderr goes to a temporary file, not a pipe: a pipe nobody reads while waiting
+    fills up (progress bars, warnings) and blocks the child forever."""
+    log = tempfile.TemporaryFile()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    child.log = log  # type: ignore[attr-defined]
+    return child
+
+
+def stderr_of(child: subprocess.Popen) -> str:
+    child.log.seek(0)  # type: ignore[attr-defined]
+    return child.log.read().decode(errors="replace")[-4000:]  # type: ignore[attr-defined]
+
+
 def curate_child(out: Path, args: argparse.Namespace) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fastattr", "teacher", "curate", "--dataset", str(args.dataset),
-                             "--model", str(args.model), "--out", str(out), *CURATE_ARGS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start([sys.executable, "-m", "fastattr", "teacher", "curate", "--dataset", str(args.dataset),
+                  "--model", str(args.model), "--out", str(out), *CURATE_ARGS])
 
 
 def same_teacher_set(a: Path, b: Path) -> bool:
@@ -94,8 +108,7 @@ def temporaries(path: Path) -> list[str]:
 def run_child(kind: str, path: Path, seed: int, args: argparse.Namespace) -> subprocess.Popen:
     code = CHILD_INDEX if kind == "index" else CHILD_BUNDLE
     extra = [] if kind == "index" else [str(args.embedder), str(args.dataset)]
-    return subprocess.Popen([sys.executable, "-c", code, str(path), str(seed), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start([sys.executable, "-c", code, str(path), str(seed), *extra])
 
 
 def main() -> None:
@@ -118,7 +131,7 @@ def main() -> None:
         t0 = time.perf_counter()
         child = curate_child(work / "teacher-reference", args) if kind == "curate" else run_child(kind, paths[kind], 1, args)
         if child.wait() != 0:
-            raise SystemExit(f"a clean {kind} write failed: {child.stderr.read().decode()}")
+            raise SystemExit(f"a clean {kind} write failed: {stderr_of(child)}")
         durations[kind] = time.perf_counter() - t0
     outcomes: dict[str, dict[str, int]] = {k: {} for k in kinds}
     for trial in range(args.trials):
@@ -157,7 +170,7 @@ def main() -> None:
         # The next clean write removes what the killed one left.
         clean = run_child(kind, path, 1, args)
         if clean.wait() != 0:
-            raise SystemExit(f"the clean {kind} write after trial {trial} failed: {clean.stderr.read().decode()}")
+            raise SystemExit(f"the clean {kind} write after trial {trial} failed: {stderr_of(clean)}")
         if temporaries(path):
             outcomes[kind]["temporaries after the next clean write"] = \
                 outcomes[kind].get("temporaries after the next clean write", 0) + 1
