@@ -148,8 +148,14 @@ def main() -> None:
                 os.kill(child.pid, signal.SIGKILL)
             child.wait()
             resumed = curate_child(path, args)
-            ok = resumed.wait() == 0 and same_teacher_set(path, work / "teacher-reference")
-            outcome = f"{'killed' if killed else 'finished'}, resumed {'equal to' if ok else 'DIFFERENT FROM'} undisturbed"
+            if resumed.wait() != 0:
+                outcome = f"{'killed' if killed else 'finished'}, resume FAILED"
+                print(f"  resume failed: {stderr_of(resumed)[-1500:]}", file=sys.stderr)
+            else:
+                same = same_teacher_set(path, work / "teacher-reference")
+                if not same:   # kept for a post-mortem
+                    shutil.copytree(path, work / f"different-{trial}")
+                outcome = f"{'killed' if killed else 'finished'}, resumed {'equal to' if same else 'DIFFERENT FROM'} undisturbed"
             outcomes[kind][outcome] = outcomes[kind].get(outcome, 0) + 1
             print(f"trial {trial}: {kind}: {outcome}", file=sys.stderr)
             continue
