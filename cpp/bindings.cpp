@@ -19,53 +19,62 @@ namespace {
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using IdArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
 
-// The one place where core error kinds become Python classes (fastattr.errors).
-void translate(const Error& error) {
-    const char* name = error.kind() == ErrorKind::query ? "IndexQueryError" : "IndexFormatError";
-    if (error.kind() == ErrorKind::io) {
-        PyErr_SetString(PyExc_OSError, error.what());
-        return;
+// The one place where core error kinds become Python classes (fastattr.errors). The switch names
+// every kind and has no default, so a new kind draws a -Wswitch warning instead of a wrong class.
+py::object python_class(ErrorKind kind) {
+    switch (kind) {
+        case ErrorKind::format:
+            return py::module_::import("fastattr.errors").attr("IndexFormatError");
+        case ErrorKind::query:
+            return py::module_::import("fastattr.errors").attr("IndexQueryError");
+        case ErrorKind::io:
+            return py::reinterpret_borrow<py::object>(PyExc_OSError);
     }
-    py::object cls = py::module_::import("fastattr.errors").attr(name);
-    PyErr_SetString(cls.ptr(), error.what());
+    return py::reinterpret_borrow<py::object>(PyExc_RuntimeError);  // unreachable: every kind is listed
 }
 
-py::tuple search(const Index& self, FloatArray queries, size_t k, IdArray exclude, size_t rerank, int threads) {
+// Only what turning arrays into pointers needs is checked here (their rank); the core checks the
+// rest, so a direct caller of fastattr._core gets the same refusals as fastattr.index.
+py::tuple search(const Index& self, FloatArray queries, int64_t k, IdArray exclude, int64_t rerank, int64_t threads) {
     if (queries.ndim() != 2)
         fail(ErrorKind::query, "queries must be a 2-D array (n_queries, dim), got " + std::to_string(queries.ndim()) + " dimensions.");
-    if (static_cast<uint64_t>(queries.shape(1)) != self.dim())
-        fail(ErrorKind::query, "the query has dim " + std::to_string(queries.shape(1)) + " but the index " + self.path() +
-                                   " has dim " + std::to_string(self.dim()) + "; embed queries with the same model.");
     if (exclude.ndim() != 1) fail(ErrorKind::query, "exclude must be a 1-D array of item ids.");
-    const size_t n_queries = static_cast<size_t>(queries.shape(0));
-    if (k > 0 && k > self.count())
-        fail(ErrorKind::query, "k = " + std::to_string(k) + " but the index holds only " + std::to_string(self.count()) +
-                                   " items; ask for fewer.");
-    py::array_t<uint64_t> ids({n_queries, k});
-    py::array_t<float> scores({n_queries, k});
-    const float* q = queries.data();
-    const uint64_t* ex = exclude.data();
-    const size_t n_exclude = static_cast<size_t>(exclude.shape(0));
+    SearchRequest request;
+    request.queries = queries.data();
+    request.n_queries = static_cast<size_t>(queries.shape(0));
+    request.query_dim = static_cast<uint64_t>(queries.shape(1));
+    request.k = k;
+    request.exclude = exclude.data();
+    request.n_exclude = static_cast<size_t>(exclude.shape(0));
+    request.rerank = rerank;
+    request.threads = threads;
+    SearchPlan plan;
+    {
+        py::gil_scoped_release unlocked;  // planning reads every query value and exclusion id
+        plan = self.plan(request);
+    }
+    // Allocated only once the core accepted k, so a huge k is refused rather than allocated.
+    py::array_t<uint64_t> ids({request.n_queries, plan.k});
+    py::array_t<float> scores({request.n_queries, plan.k});
     uint64_t* out_ids = ids.mutable_data();
     float* out_scores = scores.mutable_data();
     {
         py::gil_scoped_release unlocked;  // other Python threads keep running during the scan
-        self.search(q, n_queries, k, ex, n_exclude, rerank, threads, out_ids, out_scores);
+        self.search(plan, out_ids, out_scores);
     }
     return py::make_tuple(ids, scores);
 }
 
 void append(Writer& self, FloatArray vectors, IdArray ids) {
-    if (vectors.ndim() != 2 || static_cast<uint64_t>(vectors.shape(1)) != self.dim())
-        fail(ErrorKind::format, "vectors must have shape (n, " + std::to_string(self.dim()) + ").");
-    if (ids.ndim() != 1 || ids.shape(0) != vectors.shape(0))
-        fail(ErrorKind::format, "ids must be a 1-D array with one id per vector (" + std::to_string(vectors.shape(0)) +
-                                    "), got shape " + std::to_string(ids.ndim() == 1 ? ids.shape(0) : -1) + ".");
+    if (vectors.ndim() != 2)
+        fail(ErrorKind::format, "vectors must be a 2-D array (n, dim), got " + std::to_string(vectors.ndim()) + " dimensions.");
+    if (ids.ndim() != 1) fail(ErrorKind::format, "ids must be a 1-D array of item ids.");
     const float* v = vectors.data();
     const uint64_t* i = ids.data();
-    const uint64_t n = static_cast<uint64_t>(vectors.shape(0));
+    const auto n_rows = static_cast<uint64_t>(vectors.shape(0)), row_dim = static_cast<uint64_t>(vectors.shape(1));
+    const auto n_ids = static_cast<uint64_t>(ids.shape(0));
     py::gil_scoped_release unlocked;
-    self.append(v, i, n);
+    self.append(v, n_rows, row_dim, i, n_ids);
 }
 
 }  // namespace
@@ -76,7 +85,7 @@ PYBIND11_MODULE(_core, m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const Error& error) {
-            translate(error);
+            PyErr_SetString(python_class(error.kind()).ptr(), error.what());
         }
     });
 
@@ -118,7 +127,7 @@ PYBIND11_MODULE(_core, m) {
         .def("search", &search, py::arg("queries"), py::arg("k"), py::arg("exclude"), py::arg("rerank"), py::arg("threads"))
         .def(
             "warmup",
-            [](const Index& self, int threads) {
+            [](const Index& self, int64_t threads) {
                 py::gil_scoped_release unlocked;
                 self.warmup(threads);
             },
@@ -129,7 +138,7 @@ PYBIND11_MODULE(_core, m) {
         });
 
     py::class_<Writer>(m, "Writer")
-        .def(py::init<const std::string&, uint64_t, bool>(), py::arg("path"), py::arg("dim"), py::arg("rerank_vectors"))
+        .def(py::init<const std::string&, int64_t, bool>(), py::arg("path"), py::arg("dim"), py::arg("rerank_vectors"))
         .def("append", &append, py::arg("vectors"), py::arg("ids"))
         .def("finish",
              [](Writer& self) {

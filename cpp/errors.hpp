@@ -9,7 +9,7 @@ namespace fastattr {
 // bindings.cpp maps each kind to one Python class in a single place.
 enum class ErrorKind {
     format,    // the file is not a valid index, or the data cannot form one
-    query,     // a search was asked something it cannot answer (k, dim, NaN, threads)
+    query,     // a search was asked something it cannot answer (k, dim, NaN, rerank, threads)
     io,        // the operating system refused a read, write, rename or mmap
 };
 

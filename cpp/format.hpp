@@ -10,17 +10,22 @@
 
 namespace fastattr {
 
-// File layout, all little-endian (the only byte order fastattr builds for):
+// File layout, all little-endian (the only byte order fastattr builds for), in the order
+// Writer::finish (writer.hpp) writes the sections:
 //   [0, 4096)            Header (256 bytes, then zeros) so that data starts page-aligned
+//   vectors_f16          only with kFlagVectorsF16: float16 rows (dim each) for exact re-ranking. When
+//                        present it comes first: rows stream straight into the file while their codes
+//                        wait in a scratch file, because the row count is unknown until finish
 //   codes                count rows of row_bytes int8, row_bytes = dim rounded up to 64
 //   scales               float32 per row: the row's max |x| / 127
 //   code_sums            int32 per row: sum of the row's codes, for the VNNI +128 shift
 //   ids                  uint64 external id per row
 //   sorted_ids           the ids in ascending order ...
 //   sorted_rows          ... and uint32 the row of each, so id lookups need no table built on open
-//   vectors_f16          optional float16 rows (dim each) for exact re-ranking
-// Every section starts on a 64-byte boundary. data_checksum covers [header_bytes, file_bytes) and is
-// checked by verify() only, so that open stays O(1); header_checksum is checked on every open.
+// Every section starts on a 64-byte boundary (zeros fill the gaps) and the file ends on one. A reader
+// takes each offset from the header and checks only alignment, bounds and overlap (parse_header), not
+// this order. data_checksum covers [header_bytes, file_bytes) and is checked by verify() only, so
+// that open stays O(1); header_checksum is checked on every open.
 
 constexpr char kMagic[8] = {'\x89', 'F', 'A', 'I', 'D', 'X', '\r', '\n'};
 constexpr uint32_t kVersionMajor = 1;

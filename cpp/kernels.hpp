@@ -40,7 +40,7 @@ struct ScanArgs {
     const int32_t* code_sums;
     uint32_t row_begin;
     uint32_t row_end;
-    int n_queries;  // 1, 2 or 4 for the AVX-512 kernel; 1 to 4 for the others
+    int n_queries;  // 1 to 4; search passes 1, 2 or 4, the AVX-512 kernel's tile shapes
     const QueryCodes* queries;
     float* thresholds;  // per query; scores >= threshold are offered
     void (*offer)(void* context, int query, uint32_t row, float score);
@@ -175,8 +175,10 @@ inline void scan_neon(const ScanArgs& a) {
 }
 #endif
 
-// Picks the widest kernel this CPU runs, once per process. FASTATTR_KERNEL=scalar|avx2|avx512_vnni
-// narrows the choice (tests compare kernels); asking for one the CPU lacks falls back to detection.
+// Picks the widest kernel this CPU runs, once per process. FASTATTR_KERNEL=scalar forces the
+// reference kernel (tests compare kernels against it); on x86, FASTATTR_KERNEL=avx2 stops at AVX2
+// where the CPU has it. Any other value (avx512_vnni, native, a typo), or avx2 on a CPU without it,
+// leaves the choice to detection.
 inline const Kernel& detect_kernel() {
     static const Kernel scalar{"scalar", scan_scalar, dot_f16_scalar, to_f16_scalar};
 #if FASTATTR_X86

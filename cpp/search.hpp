@@ -64,6 +64,74 @@ struct PreparedQueries {
     std::vector<QueryCodes> codes;
 };
 
+// One search as plain pointers and sizes. The counts are signed so that the core, not each caller,
+// refuses a negative k, rerank or threads, with one message whichever way the request came in.
+struct SearchRequest {
+    const float* queries = nullptr;  // n_queries rows of query_dim floats
+    size_t n_queries = 0;
+    uint64_t query_dim = 0;
+    int64_t k = 0;
+    const uint64_t* exclude = nullptr;  // item ids never returned; ids not in the index exclude nothing
+    size_t n_exclude = 0;
+    int64_t rerank = 0;   // re-rank rerank * k int8 candidates with the fp16 vectors; 0 = int8 scores
+    int64_t threads = 0;  // 0 = every CPU this process may run on
+};
+
+// A request that Index::plan accepted, with what follows from it. Planning comes apart from the
+// scan so that a caller can size its output (k) only after the request was found valid.
+struct SearchPlan {
+    SearchRequest request;
+    const void* index = nullptr;     // the Index that made the plan; another one refuses it
+    size_t k = 0;
+    std::vector<uint32_t> excluded;  // rows never returned, sorted for the scan's binary search
+    size_t n_candidates = 0;         // hits each query keeps through the int8 scan
+    bool reranking = false;
+    int slots = 1;                   // threads the scan may use
+};
+
+constexpr int64_t kMaxThreads = 1024;
+
+// Threads for a scan, checked: 0 means every CPU; the cap keeps a typo from starting thousands.
+inline int thread_slots(int64_t threads) {
+    if (threads < 0 || threads > kMaxThreads)
+        fail(ErrorKind::query, "threads must be between 1 and 1024 (or None for all CPUs), got " +
+                                   std::to_string(threads) + ".");
+    return threads == 0 ? available_cpus() : static_cast<int>(threads);
+}
+
+// Int8 candidates each query keeps: k, or rerank * k when the fp16 vectors re-rank them, never more
+// than the searchable rows (the division keeps rerank * k from overflowing). Needs k >= 1.
+inline size_t candidate_count(size_t k, size_t rerank, uint64_t available, bool reranking) {
+    const uint64_t wanted = reranking ? (rerank > available / k ? available : k * rerank) : k;
+    return static_cast<size_t>(std::min<uint64_t>(wanted, available));
+}
+
+// Rows per scan task. Tasks are handed out dynamically, about eight per thread, so a thread that
+// loses its core to another process is made up for by the others; at least 1024 rows, so handing a
+// task out costs nothing next to scanning it.
+inline uint32_t scan_chunk_rows(uint64_t n_rows, int slots) {
+    return static_cast<uint32_t>(
+        std::clamp<uint64_t>(round_up(n_rows / (static_cast<uint64_t>(slots) * 8) + 1, 64), 1024, 16384));
+}
+
+// One scan thread's state: a heap and its admission bar per query, so no two threads share a lock.
+struct SlotHeaps {
+    std::vector<TopK> heaps;        // one per query
+    std::vector<float> thresholds;  // heaps[q]'s worst kept score, re-read by the kernel
+    const std::vector<uint32_t>* excluded = nullptr;
+};
+
+// The best `keep` hits of one query over every slot's heap, in no particular order. Which hits
+// survive does not depend on how rows were split between slots, because `better` is a total order.
+inline std::vector<Hit> merge_best(const std::vector<SlotHeaps>& slots, size_t query, size_t keep) {
+    std::vector<Hit> hits;
+    for (const SlotHeaps& s : slots) hits.insert(hits.end(), s.heaps[query].hits().begin(), s.heaps[query].hits().end());
+    keep = std::min(hits.size(), keep);
+    std::nth_element(hits.begin(), hits.begin() + keep, hits.end(), better);
+    hits.resize(keep);
+    return hits;
+}
+
 class Index {
 public:
     explicit Index(const std::string& path) : file_(path) {
@@ -99,114 +167,52 @@ public:
         return row;
     }
 
-    // Exact top-k by inner product for n_queries rows of dim floats; writes n_queries * k ids and
-    // scores. With re-rank vectors and rerank > 0, the int8 scan keeps rerank * k candidates per
-    // query and the fp16 vectors order them exactly; otherwise scores are the int8 estimates.
-    void search(const float* queries, size_t n_queries, size_t k, const uint64_t* exclude, size_t n_exclude,
-                size_t rerank, int threads, uint64_t* out_ids, float* out_scores) const {
-        if (n_queries == 0) return;
-        for (size_t i = 0; i < n_queries * header_.dim; ++i)
-            if (!std::isfinite(queries[i]))
-                fail(ErrorKind::query, "query " + std::to_string(i / header_.dim) + " has a NaN or infinite value at " +
-                                           "position " + std::to_string(i % header_.dim) + "; pass finite floats.");
-        if (threads < 0 || threads > 1024)
-            fail(ErrorKind::query, "threads must be between 1 and 1024 (or None for all CPUs), got " +
-                                       std::to_string(threads) + ".");
-        const int slots = threads == 0 ? available_cpus() : threads;
-        std::vector<uint32_t> excluded = exclusion_rows(exclude, n_exclude);
-        const uint64_t available = header_.count - excluded.size();
-        if (k == 0) fail(ErrorKind::query, "k must be at least 1, got 0.");
-        if (k > available)
-            fail(ErrorKind::query, "k = " + std::to_string(k) + " but the index holds only " + std::to_string(available) +
+    // Checks a request against this index and works out its sizes; every refusal of a search
+    // (dim, k, rerank, threads, NaN or infinite values, k beyond what exclusions leave) is made
+    // here, so every caller gets the same message.
+    SearchPlan plan(const SearchRequest& request) const {
+        check_arguments(request);
+        SearchPlan p;
+        p.request = request;
+        p.index = this;
+        p.k = static_cast<size_t>(request.k);
+        p.slots = thread_slots(request.threads);
+        p.excluded = exclusion_rows(request.exclude, request.n_exclude);
+        const uint64_t available = header_.count - p.excluded.size();
+        if (p.k > available) {
+            const std::string k = "k = " + std::to_string(p.k);
+            if (p.excluded.empty())
+                fail(ErrorKind::query, k + " but the index holds only " + std::to_string(available) +
+                                           " items; ask for fewer.");
+            fail(ErrorKind::query, k + " but the index holds only " + std::to_string(available) +
                                        " searchable items (" + std::to_string(header_.count) + " minus " +
-                                       std::to_string(excluded.size()) + " excluded); ask for fewer.");
-        const bool reranking = rerank > 0 && vectors_f16_ != nullptr;
-        const uint64_t wanted = reranking ? (rerank > available / k ? available : k * rerank) : k;
-        const size_t n_candidates = static_cast<size_t>(std::min<uint64_t>(wanted, available));
-
-        PreparedQueries prepared = prepare(queries, n_queries);
-        const uint32_t n_rows = static_cast<uint32_t>(header_.count);
-        // Row chunks handed out dynamically keep both threads busy even when another process
-        // steals a core; each chunk is big enough that handing it out costs nothing.
-        const uint32_t chunk_rows = static_cast<uint32_t>(
-            std::clamp<uint64_t>(round_up(header_.count / (static_cast<uint64_t>(slots) * 8) + 1, 64), 1024, 16384));
-        const int n_tasks = static_cast<int>((header_.count + chunk_rows - 1) / chunk_rows);
-        const int n_slots = std::max(1, std::min(slots, n_tasks));
-
-        struct SlotState {
-            std::vector<TopK> heaps;
-            std::vector<float> thresholds;
-            const std::vector<uint32_t>* excluded;
-        };
-        std::vector<SlotState> state(n_slots);
-        for (SlotState& s : state) {
-            s.heaps.resize(n_queries);
-            s.thresholds.resize(n_queries);
-            s.excluded = &excluded;
-            for (size_t q = 0; q < n_queries; ++q) s.heaps[q].reset(n_candidates, &s.thresholds[q]);
+                                       std::to_string(p.excluded.size()) + " excluded); ask for fewer.");
         }
-        const Kernel& kernel = active_kernel();
-        // Batched queries reuse each block of rows from cache: a block small enough for L2 meets
-        // every query (four at a time) before the scan moves on.
-        const uint32_t block_rows = n_queries <= 4 ? chunk_rows : 128;
-        ThreadPool::instance().run(n_tasks, n_slots, [&](int task, int slot) {
-            SlotState& s = state[slot];
-            const uint32_t begin = static_cast<uint32_t>(task) * chunk_rows;
-            const uint32_t end = std::min(n_rows, begin + chunk_rows);
-            for (uint32_t block = begin; block < end; block += block_rows) {
-                const uint32_t block_end = std::min(end, block + block_rows);
-                for (size_t q0 = 0; q0 < n_queries;) {
-                    const size_t left = n_queries - q0;
-                    const int group = left >= 4 ? 4 : (left >= 2 ? 2 : 1);
-                    struct Context {
-                        SlotState* state;
-                        size_t q0;
-                    } context{&s, q0};
-                    ScanArgs args{codes_,     header_.row_bytes,
-                                  scales_,    code_sums_,
-                                  block,      block_end,
-                                  group,      prepared.codes.data() + q0,
-                                  s.thresholds.data() + q0,
-                                  [](void* c, int q, uint32_t row, float score) {
-                                      auto* ctx = static_cast<Context*>(c);
-                                      const std::vector<uint32_t>& ex = *ctx->state->excluded;
-                                      if (!ex.empty() && std::binary_search(ex.begin(), ex.end(), row)) return;
-                                      ctx->state->heaps[ctx->q0 + q].offer(Hit{score, row});
-                                  },
-                                  &context};
-                    kernel.scan(args);
-                    q0 += group;
-                }
-            }
-        });
-
-        // Merge the per-thread heaps, re-rank, keep k; queries are independent, so spread them out.
-        const int merge_slots = std::min<int>(slots, static_cast<int>(n_queries));
-        ThreadPool::instance().run(static_cast<int>(n_queries), merge_slots, [&](int qi, int) {
-            const size_t q = static_cast<size_t>(qi);
-            std::vector<Hit> hits;
-            for (const SlotState& s : state) hits.insert(hits.end(), s.heaps[q].hits().begin(), s.heaps[q].hits().end());
-            const size_t keep = std::min(hits.size(), n_candidates);
-            std::nth_element(hits.begin(), hits.begin() + keep, hits.end(), better);
-            hits.resize(keep);
-            if (reranking) {
-                const float* query = queries + q * header_.dim;
-                for (Hit& hit : hits)
-                    hit.score = sanitize(kernel.dot_f16(vectors_f16_ + static_cast<uint64_t>(hit.row) * header_.dim,
-                                                        query, header_.dim));
-            }
-            std::sort(hits.begin(), hits.end(), better);
-            for (size_t j = 0; j < k; ++j) {
-                // hits holds at least k entries: every non-excluded row reaches some heap.
-                out_ids[q * k + j] = ids_[hits[j].row];
-                out_scores[q * k + j] = hits[j].score;
-            }
-        });
+        p.reranking = request.rerank > 0 && vectors_f16_ != nullptr;
+        p.n_candidates = candidate_count(p.k, static_cast<size_t>(request.rerank), available, p.reranking);
+        return p;
     }
 
-    // Touches every page the scan reads, so the first search does not pay the page faults.
-    void warmup(int threads) const {
-        const int slots = threads <= 0 ? available_cpus() : threads;
+    // Exact top-k by inner product for a plan of this index; writes n_queries * k ids and scores,
+    // best first, ties by row. With re-rank vectors and rerank > 0 the int8 scan keeps rerank * k
+    // candidates per query and the fp16 vectors order them exactly; otherwise scores are the int8
+    // estimates.
+    void search(const SearchPlan& plan, uint64_t* out_ids, float* out_scores) const {
+        if (plan.index != this) fail(ErrorKind::query, "this search plan was made by another index.");
+        if (plan.request.n_queries == 0) return;
+        const PreparedQueries prepared = prepare(plan.request.queries, plan.request.n_queries);
+        const std::vector<SlotHeaps> slots = scan(plan, prepared);
+        write_best(plan, slots, out_ids, out_scores);
+    }
+
+    void search(const SearchRequest& request, uint64_t* out_ids, float* out_scores) const {
+        search(plan(request), out_ids, out_scores);
+    }
+
+    // Touches every page of the sections a scan reads (codes, scales, code sums, ids), so the first
+    // search does not pay their page faults.
+    void warmup(int64_t threads) const {
+        const int slots = thread_slots(threads);
         const uint64_t begin = header_.codes.offset;
         const Section last = std::max({header_.codes, header_.scales, header_.code_sums, header_.ids},
                                       [](const Section& a, const Section& b) { return a.offset < b.offset; });
@@ -243,6 +249,100 @@ public:
     }
 
 private:
+    // What can be checked without touching the rows: cheap structural checks before the
+    // O(n_queries * dim) scan for NaN and infinity.
+    void check_arguments(const SearchRequest& r) const {
+        if (r.query_dim != header_.dim)
+            fail(ErrorKind::query, "the query has dim " + std::to_string(r.query_dim) + " but the index " + path() +
+                                       " has dim " + std::to_string(header_.dim) +
+                                       "; embed queries with the model that built the index.");
+        if (r.k < 1) fail(ErrorKind::query, "k must be at least 1, got " + std::to_string(r.k) + ".");
+        if (r.rerank < 0)
+            fail(ErrorKind::query, "rerank must be 0 (off) or a positive multiple of k, got " + std::to_string(r.rerank) + ".");
+        for (size_t i = 0; i < r.n_queries * header_.dim; ++i)
+            if (!std::isfinite(r.queries[i]))
+                fail(ErrorKind::query, "query " + std::to_string(i / header_.dim) + " has a NaN or infinite value at " +
+                                           "position " + std::to_string(i % header_.dim) + "; pass finite floats.");
+    }
+
+    // The parallel int8 scan: each slot keeps its own heaps (n_candidates per query) over the row
+    // chunks it is handed; write_best merges them.
+    std::vector<SlotHeaps> scan(const SearchPlan& plan, const PreparedQueries& prepared) const {
+        const size_t n_queries = plan.request.n_queries;
+        const uint32_t n_rows = static_cast<uint32_t>(header_.count);
+        const uint32_t chunk_rows = scan_chunk_rows(header_.count, plan.slots);
+        const int n_tasks = static_cast<int>((header_.count + chunk_rows - 1) / chunk_rows);
+        const int n_slots = std::max(1, std::min(plan.slots, n_tasks));
+        std::vector<SlotHeaps> state(n_slots);
+        for (SlotHeaps& s : state) {
+            s.heaps.resize(n_queries);
+            s.thresholds.resize(n_queries);
+            s.excluded = &plan.excluded;
+            for (size_t q = 0; q < n_queries; ++q) s.heaps[q].reset(plan.n_candidates, &s.thresholds[q]);
+        }
+        const Kernel& kernel = active_kernel();
+        // Batched queries reuse each block of rows from cache: a block small enough for L2 meets
+        // every query (four at a time) before the scan moves on.
+        const uint32_t block_rows = n_queries <= 4 ? chunk_rows : 128;
+        ThreadPool::instance().run(n_tasks, n_slots, [&](int task, int slot) {
+            SlotHeaps& s = state[slot];
+            const uint32_t begin = static_cast<uint32_t>(task) * chunk_rows;
+            const uint32_t end = std::min(n_rows, begin + chunk_rows);
+            for (uint32_t block = begin; block < end; block += block_rows) {
+                const uint32_t block_end = std::min(end, block + block_rows);
+                for (size_t q0 = 0; q0 < n_queries;) {
+                    const size_t left = n_queries - q0;
+                    const int group = left >= 4 ? 4 : (left >= 2 ? 2 : 1);
+                    struct Context {
+                        SlotHeaps* state;
+                        size_t q0;
+                    } context{&s, q0};
+                    ScanArgs args{codes_,     header_.row_bytes,
+                                  scales_,    code_sums_,
+                                  block,      block_end,
+                                  group,      prepared.codes.data() + q0,
+                                  s.thresholds.data() + q0,
+                                  [](void* c, int q, uint32_t row, float score) {
+                                      auto* ctx = static_cast<Context*>(c);
+                                      const std::vector<uint32_t>& ex = *ctx->state->excluded;
+                                      if (!ex.empty() && std::binary_search(ex.begin(), ex.end(), row)) return;
+                                      ctx->state->heaps[ctx->q0 + q].offer(Hit{score, row});
+                                  },
+                                  &context};
+                    kernel.scan(args);
+                    q0 += group;
+                }
+            }
+        });
+        return state;
+    }
+
+    // Merges the slots' heaps, re-scores the candidates with the fp16 vectors when re-ranking, and
+    // writes the best k ids and scores; queries are independent, so they are spread over threads.
+    void write_best(const SearchPlan& plan, const std::vector<SlotHeaps>& slots, uint64_t* out_ids,
+                    float* out_scores) const {
+        const size_t n_queries = plan.request.n_queries, k = plan.k;
+        const Kernel& kernel = active_kernel();
+        const int merge_slots = std::min<int>(plan.slots, static_cast<int>(n_queries));
+        ThreadPool::instance().run(static_cast<int>(n_queries), merge_slots, [&](int qi, int) {
+            const size_t q = static_cast<size_t>(qi);
+            std::vector<Hit> hits = merge_best(slots, q, plan.n_candidates);
+            if (plan.reranking) {
+                const float* query = plan.request.queries + q * header_.dim;
+                for (Hit& hit : hits)
+                    hit.score = sanitize(kernel.dot_f16(vectors_f16_ + static_cast<uint64_t>(hit.row) * header_.dim,
+                                                        query, header_.dim));
+            }
+            std::sort(hits.begin(), hits.end(), better);
+            for (size_t j = 0; j < k; ++j) {
+                // hits holds at least k entries: a heap admits every row until it is full, so the
+                // heaps together keep min(n_candidates, searchable rows) >= k hits.
+                out_ids[q * k + j] = ids_[hits[j].row];
+                out_scores[q * k + j] = hits[j].score;
+            }
+        });
+    }
+
     std::vector<uint32_t> exclusion_rows(const uint64_t* exclude, size_t n_exclude) const {
         std::vector<uint32_t> rows;
         rows.reserve(n_exclude);

@@ -42,7 +42,8 @@ public:
 
     // Runs fn(task, slot) for task in [0, n_tasks) on at most max_slots threads, the caller included
     // as slot 0; slots are distinct among concurrently running calls of one job, so per-slot state
-    // needs no lock. Tasks are handed out in increasing order. Rethrows the first task's exception.
+    // needs no lock. Tasks are handed out in increasing order. Rethrows the first exception a task
+    // threw (later ones are dropped) after stopping the hand-out of further tasks.
     void run(int n_tasks, int max_slots, const std::function<void(int, int)>& fn) {
         if (n_tasks <= 0) return;
         max_slots = std::max(1, std::min(max_slots, n_tasks));

@@ -80,10 +80,9 @@ private:
 
 class Writer {
 public:
-    Writer(const std::string& path, uint64_t dim, bool with_vectors_f16)
-        : path_(path), dim_(dim), row_bytes_(round_up(dim, kAlign)), with_f16_(with_vectors_f16) {
-        if (dim == 0 || dim > kMaxDim)
-            fail(ErrorKind::format, "cannot build an index of dim " + std::to_string(dim) + ": dim must be in [1, 16384].");
+    // dim is signed so that the writer, not each caller, refuses a negative one with its message.
+    Writer(const std::string& path, int64_t dim, bool with_vectors_f16)
+        : path_(path), dim_(checked_dim(dim)), row_bytes_(round_up(dim_, kAlign)), with_f16_(with_vectors_f16) {
         const size_t slash = path.find_last_of('/');
         const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
         const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -118,10 +117,18 @@ public:
     uint64_t count() const { return ids_.size(); }
     uint64_t dim() const { return dim_; }
 
-    // Quantizes and writes n rows of dim float32; ids are the rows' external ids.
-    void append(const float* rows, const uint64_t* ids, uint64_t n) {
+    // Quantizes and writes n_rows rows of row_dim float32 with their n_ids external ids; the sizes
+    // come separately so that the writer checks they fit the index and each other.
+    void append(const float* rows, uint64_t n_rows, uint64_t row_dim, const uint64_t* ids, uint64_t n_ids) {
         std::lock_guard<std::mutex> lock(mutex_);  // Python may call from several threads (GIL released)
-        if (finished_) fail(ErrorKind::format, "this index writer is already closed; open a new one.");
+        if (finished_) fail(ErrorKind::format, "the writer for " + path_ + " is already closed; open a new one.");
+        if (row_dim != dim_)
+            fail(ErrorKind::format, "vectors must have shape (n, " + std::to_string(dim_) + "), got (" +
+                                        std::to_string(n_rows) + ", " + std::to_string(row_dim) + ").");
+        if (n_ids != n_rows)
+            fail(ErrorKind::format, "got " + std::to_string(n_rows) + " vectors but " + std::to_string(n_ids) +
+                                        " ids; pass one id per vector.");
+        const uint64_t n = n_rows;
         if (ids_.size() + n > kMaxCount) fail(ErrorKind::format, "an index holds at most 2^32 - 1 vectors.");
         for (uint64_t i = 0; i < n; ++i) {
             const float* x = rows + i * dim_;
@@ -148,9 +155,9 @@ public:
     // Writes the remaining sections and the header, fsyncs, and renames over the target path.
     void finish() {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (finished_) fail(ErrorKind::format, "this index writer is already closed.");
+        if (finished_) fail(ErrorKind::format, "the writer for " + path_ + " is already closed.");
         const uint64_t count = ids_.size();
-        if (count == 0) fail(ErrorKind::format, "cannot build an empty index: append at least one vector.");
+        if (count == 0) fail(ErrorKind::format, "cannot build an empty index: give it at least one vector.");
         std::vector<std::pair<uint64_t, uint32_t>> order(count);
         for (uint64_t row = 0; row < count; ++row) order[row] = {ids_[row], static_cast<uint32_t>(row)};
         std::sort(order.begin(), order.end());
@@ -231,6 +238,11 @@ public:
     }
 
 private:
+    static uint64_t checked_dim(int64_t dim) {
+        if (dim < 1 || static_cast<uint64_t>(dim) > kMaxDim)
+            fail(ErrorKind::format, "cannot build an index of dim " + std::to_string(dim) + ": dim must be in [1, 16384].");
+        return static_cast<uint64_t>(dim);
+    }
     static int make_temp(std::string& pattern, bool unlink_now) {
         std::vector<char> name(pattern.begin(), pattern.end());
         name.push_back('\0');

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -206,10 +207,44 @@ _KERNEL_SCRIPT = textwrap.dedent(
 )
 
 
+KNOWN_KERNELS = {"scalar", "avx2", "avx512_vnni", "neon"}
+
+
+def widest_kernel() -> str | None:
+    """The kernel detection should pick on this machine, from the CPU flags Linux reports; None
+    where they cannot be read."""
+    machine = platform.machine().lower()
+    if machine in {"aarch64", "arm64"}:
+        return "neon"
+    if machine not in {"x86_64", "amd64"}:
+        return "scalar"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), None)
+    if flags is None:
+        return None
+    avx2 = {"avx2", "fma", "f16c"} <= flags
+    if avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"} <= flags:
+        return "avx512_vnni"
+    return "avx2" if avx2 else "scalar"
+
+
+def kernel_in_a_new_process(requested: str | None) -> str:
+    env = {name: value for name, value in os.environ.items() if name != "FASTATTR_KERNEL"}
+    if requested is not None:
+        env["FASTATTR_KERNEL"] = requested
+    out = subprocess.run([sys.executable, "-c", "from fastattr import index; print(index.kernel())"],
+                         env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.strip()
+
+
 def test_every_kernel_gives_the_same_answer(tmp_path: Path) -> None:
     vectors = np.random.default_rng(11).standard_normal((777, 72)).astype(np.float32)
     index.build(tmp_path / "k.fai", vectors, np.arange(777))
     results = {}
+    reported = {}
     for name in ("scalar", "avx2", "native"):
         env = dict(os.environ, FASTATTR_KERNEL=name)
         out = subprocess.run(
@@ -218,7 +253,10 @@ def test_every_kernel_gives_the_same_answer(tmp_path: Path) -> None:
         )
         result = json.loads(out.stdout)
         results[result["kernel"]] = result
-    assert "scalar" in results and index.kernel() in results
+        reported[name] = result["kernel"]
+    assert reported["scalar"] == "scalar" and set(results) <= KNOWN_KERNELS, reported
+    if widest_kernel() not in {None, "scalar"}:
+        assert len(results) >= 2, f"only one kernel was compared: {reported}"
     reference = results["scalar"]
     for result in results.values():
         assert result["ids"] == reference["ids"] and result["ids1"] == reference["ids1"]
@@ -226,8 +264,17 @@ def test_every_kernel_gives_the_same_answer(tmp_path: Path) -> None:
         np.testing.assert_allclose(result["scores1"], reference["scores1"], rtol=1e-5)
 
 
-def test_kernel_name() -> None:
-    assert index.kernel() in {"avx512_vnni", "avx2", "neon", "scalar"}
+def test_kernel_name_and_selection() -> None:
+    assert index.kernel() in KNOWN_KERNELS
+    assert index.kernel() == kernel_in_a_new_process(os.environ.get("FASTATTR_KERNEL"))
+    assert kernel_in_a_new_process("scalar") == "scalar"
+    widest = widest_kernel()
+    if widest is None:
+        pytest.skip("cannot read the CPU flags to check detection")
+    assert kernel_in_a_new_process(None) == widest
+    assert kernel_in_a_new_process("no-such-kernel") == widest   # an unknown name falls back to detection
+    if widest in {"avx2", "avx512_vnni"}:
+        assert kernel_in_a_new_process("avx2") == "avx2"
 
 
 def test_empty_batch_gives_empty_results(random_index) -> None:

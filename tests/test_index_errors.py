@@ -37,6 +37,8 @@ def query() -> np.ndarray:
         ({"k": -3}, "at least 1"),
         ({"k": 2.5}, "must be an integer"),
         ({"k": True}, "must be an integer"),
+        ({"k": 2**70}, "does not fit in 64 bits"),
+        ({"k": 5, "threads": -1}, "threads must be"),
         ({"k": 5, "rerank": -1}, "rerank must be"),
         ({"k": 5, "threads": 0}, "threads must be"),
         ({"k": 5, "threads": 5000}, "threads must be"),
@@ -88,20 +90,44 @@ def test_non_finite_queries(small: index.Index, bad: float) -> None:
 
 
 def test_core_checks_queries_too(small: index.Index) -> None:
-    # The native layer refuses bad input on its own, whoever calls it.
+    # The native layer owns these checks and their messages, whoever calls it.
     core = small._core
+    none = np.zeros(0, np.uint64)
     q = np.ones((1, DIM), np.float32)
     q[0, 0] = np.nan
-    with pytest.raises(IndexQueryError, match="NaN"):
-        core.search(q, 3, np.zeros(0, np.uint64), 4, 0)
-    with pytest.raises(IndexQueryError, match="dim"):
-        core.search(np.ones((1, 3), np.float32), 3, np.zeros(0, np.uint64), 4, 0)
-    with pytest.raises(IndexQueryError, match="at least 1"):
-        core.search(np.ones((1, DIM), np.float32), 0, np.zeros(0, np.uint64), 4, 0)
-    with pytest.raises(IndexQueryError, match="holds only"):
-        core.search(np.ones((1, DIM), np.float32), 50, np.zeros(0, np.uint64), 4, 0)
-    with pytest.raises(IndexQueryError, match="threads"):
-        core.search(np.ones((1, DIM), np.float32), 3, np.zeros(0, np.uint64), 4, -2)
+    with pytest.raises(IndexQueryError, match="query 0 has a NaN or infinite value at position 0"):
+        core.search(q, 3, none, 4, 0)
+    with pytest.raises(IndexQueryError, match="the query has dim 3 but the index"):
+        core.search(np.ones((1, 3), np.float32), 3, none, 4, 0)
+    for k in (0, -3):
+        with pytest.raises(IndexQueryError, match=f"k must be at least 1, got {k}"):
+            core.search(np.ones((1, DIM), np.float32), k, none, 4, 0)
+    with pytest.raises(IndexQueryError, match="k = 50 but the index holds only 20 items"):
+        core.search(np.ones((1, DIM), np.float32), 50, none, 4, 0)
+    with pytest.raises(IndexQueryError, match="k = 10000000000000 but the index holds only 20"):
+        core.search(np.ones((1, DIM), np.float32), 10**13, none, 4, 0)   # refused before any allocation
+    with pytest.raises(IndexQueryError, match="rerank must be 0"):
+        core.search(np.ones((1, DIM), np.float32), 3, none, -1, 0)
+    with pytest.raises(IndexQueryError, match="threads must be between 1 and 1024"):
+        core.search(np.ones((1, DIM), np.float32), 3, none, 4, -2)
+    with pytest.raises(IndexQueryError, match="threads must be between 1 and 1024"):
+        core.warmup(5000)
+    with pytest.raises(IndexQueryError, match="2-D array"):
+        core.search(np.ones(DIM, np.float32), 3, none, 4, 0)
+
+
+def test_core_checks_writer_input_too(tmp_path: Path) -> None:
+    from fastattr import _core
+
+    with pytest.raises(IndexFormatError, match="cannot build an index of dim -1: dim must be in"):
+        _core.Writer(str(tmp_path / "w.fai"), -1, False)
+    writer = _core.Writer(str(tmp_path / "w.fai"), DIM, False)
+    with pytest.raises(IndexFormatError, match=r"vectors must have shape \(n, 16\), got \(2, 17\)"):
+        writer.append(np.ones((2, DIM + 1), np.float32), np.arange(2, dtype=np.uint64))
+    with pytest.raises(IndexFormatError, match="got 2 vectors but 3 ids"):
+        writer.append(np.ones((2, DIM), np.float32), np.arange(3, dtype=np.uint64))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- building -------------------------------------------------------------------------------------

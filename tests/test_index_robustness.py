@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fastattr import index
+from fastattr.errors import IndexFormatError
 
 # Runs in a child process, so that a crash (segfault, abort) fails the test instead of killing pytest.
 _CORRUPTION_SCRIPT = textwrap.dedent(
@@ -126,7 +127,7 @@ def test_exception_inside_writer_leaves_no_file(tmp_path: Path) -> None:
 def test_failed_build_keeps_the_previous_file(tmp_path: Path) -> None:
     index.build(tmp_path / "a.fai", np.ones((3, 8), np.float32), [1, 2, 3])
     before = (tmp_path / "a.fai").read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(IndexFormatError, match="id 1 appears twice"):
         index.build(tmp_path / "a.fai", np.ones((3, 8), np.float32), [1, 1, 3])
     assert (tmp_path / "a.fai").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.fai"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fastattr._lazy import lazy_exports
@@ -15,6 +17,7 @@ def test_names_resolve_relative_absolute_and_renamed():
     from fastattr.errors import InputError
 
     assert getattr_("InputError") is InputError
+    assert getattr_("dumps") is json.dumps
     assert getattr_("loads_json")("[1]") == [1]
     assert namespace["InputError"] is InputError  # cached for the next access
     assert dir_() == ["InputError", "dumps", "loads_json"]

@@ -46,6 +46,20 @@ ErrorKind error_kind_of(const std::function<void()>& body, const char* what) {
     return static_cast<ErrorKind>(-1);
 }
 
+// The message of the fastattr::Error that body throws; empty (and a failure) if it throws none.
+std::string error_message_of(const std::function<void()>& body, const char* what) {
+    try {
+        body();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    std::fprintf(stderr, "expected a fastattr::Error from: %s\n", what);
+    ++g_failures;
+    return "";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 // Deterministic test data (xorshift), so a failure reproduces.
 struct Random {
     uint64_t state;
@@ -103,9 +117,24 @@ void write_index(const std::string& path, const Data& d, bool f16, uint64_t batc
     Writer writer(path, d.dim, f16);
     for (uint64_t lo = 0; lo < d.n; lo += batch) {
         const uint64_t n = std::min(batch, d.n - lo);
-        writer.append(d.rows.data() + lo * d.dim, d.ids.data() + lo, n);
+        writer.append(d.rows.data() + lo * d.dim, n, d.dim, d.ids.data() + lo, n);
     }
     writer.finish();
+}
+
+// A search of n_queries rows of dim floats; exclude may be null when n_exclude is 0.
+SearchRequest request(const float* queries, size_t n_queries, uint64_t dim, int64_t k, const uint64_t* exclude = nullptr,
+                      size_t n_exclude = 0, int64_t rerank = 0, int64_t threads = 1) {
+    SearchRequest r;
+    r.queries = queries;
+    r.n_queries = n_queries;
+    r.query_dim = dim;
+    r.k = k;
+    r.exclude = exclude;
+    r.n_exclude = n_exclude;
+    r.rerank = rerank;
+    r.threads = threads;
+    return r;
 }
 
 // The reference the kernels must match: quantize both sides, integer dot product, scale.
@@ -160,7 +189,8 @@ void test_search_matches_reference() {
             const std::vector<uint64_t> ex = excluding ? exclude : std::vector<uint64_t>{};
             std::vector<uint64_t> ids(queries.n * k);
             std::vector<float> scores(queries.n * k);
-            index.search(queries.rows.data(), queries.n, k, ex.data(), ex.size(), 0, threads, ids.data(), scores.data());
+            index.search(request(queries.rows.data(), queries.n, 72, k, ex.data(), ex.size(), 0, threads), ids.data(),
+                         scores.data());
             for (uint64_t q = 0; q < queries.n; ++q) {
                 const std::vector<Hit> want = reference_top(d, queries.rows.data() + q * d.dim, k, ex);
                 for (size_t j = 0; j < k; ++j) {
@@ -243,7 +273,7 @@ void test_rerank_orders_by_f16_dot() {
     const size_t k = 8;
     std::vector<uint64_t> ids(k);
     std::vector<float> scores(k);
-    index.search(q.rows.data(), 1, k, nullptr, 0, 4, 1, ids.data(), scores.data());
+    index.search(request(q.rows.data(), 1, 48, k, nullptr, 0, 4), ids.data(), scores.data());
     std::vector<uint16_t> half(d.dim);
     for (size_t j = 0; j < k; ++j) {
         const int64_t row = index.row_of(ids[j]);
@@ -254,6 +284,7 @@ void test_rerank_orders_by_f16_dot() {
     }
 }
 
+// Every refusal of a search comes from Index::plan, with kind query and a message naming the problem.
 void test_query_errors() {
     const Data d = make_data(20, 8, 8);
     const std::string path = temp_path("small.fai");
@@ -262,20 +293,97 @@ void test_query_errors() {
     std::vector<float> query(8, 0.5f);
     std::vector<uint64_t> ids(21);
     std::vector<float> scores(21);
-    CHECK(error_kind_of([&] { index.search(query.data(), 1, 0, nullptr, 0, 0, 1, ids.data(), scores.data()); }, "k = 0") ==
-          ErrorKind::query);
-    CHECK(error_kind_of([&] { index.search(query.data(), 1, 21, nullptr, 0, 0, 1, ids.data(), scores.data()); },
-                        "k > n") == ErrorKind::query);
     const std::vector<uint64_t> ex = {d.ids[0]};
-    CHECK(error_kind_of([&] { index.search(query.data(), 1, 20, ex.data(), 1, 0, 1, ids.data(), scores.data()); },
-                        "k > n - excluded") == ErrorKind::query);
-    index.search(query.data(), 1, 20, nullptr, 0, 0, 1, ids.data(), scores.data());  // k = n is fine
+    struct Case {
+        const char* what;
+        SearchRequest request;
+        const char* message;
+    };
+    const Case cases[] = {
+        {"k = 0", request(query.data(), 1, 8, 0), "k must be at least 1, got 0."},
+        {"k < 0", request(query.data(), 1, 8, -3), "k must be at least 1, got -3."},
+        {"k > n", request(query.data(), 1, 8, 21), "k = 21 but the index holds only 20 items; ask for fewer."},
+        {"k > n - excluded", request(query.data(), 1, 8, 20, ex.data(), 1), "holds only 19 searchable items (20 minus 1"},
+        {"dim", request(query.data(), 1, 7, 1), "the query has dim 7 but the index"},
+        {"rerank < 0", request(query.data(), 1, 8, 1, nullptr, 0, -1), "rerank must be 0 (off)"},
+        {"threads < 0", request(query.data(), 1, 8, 1, nullptr, 0, 0, -1), "threads must be between 1 and 1024"},
+        {"threads > 1024", request(query.data(), 1, 8, 1, nullptr, 0, 0, 1025), "got 1025."},
+    };
+    for (const Case& c : cases) {
+        CHECK(error_kind_of([&] { index.plan(c.request); }, c.what) == ErrorKind::query);
+        const std::string message = error_message_of([&] { index.search(c.request, ids.data(), scores.data()); }, c.what);
+        if (!contains(message, c.message)) {
+            std::fprintf(stderr, "%s: message \"%s\" lacks \"%s\"\n", c.what, message.c_str(), c.message);
+            ++g_failures;
+        }
+    }
+    index.search(request(query.data(), 1, 8, 20), ids.data(), scores.data());  // k = n is fine
     query[3] = std::nanf("");
-    CHECK(error_kind_of([&] { index.search(query.data(), 1, 1, nullptr, 0, 0, 1, ids.data(), scores.data()); }, "NaN") ==
-          ErrorKind::query);
+    CHECK(contains(error_message_of([&] { index.plan(request(query.data(), 1, 8, 1)); }, "NaN"),
+                   "query 0 has a NaN or infinite value at position 3"));
+    // An empty batch is checked like any other: validity does not depend on the batch size.
+    CHECK(error_kind_of([&] { index.plan(request(query.data(), 0, 8, 21)); }, "empty batch, k > n") == ErrorKind::query);
     query[3] = 0.5f;
-    CHECK(error_kind_of([&] { index.search(query.data(), 1, 1, nullptr, 0, 0, -1, ids.data(), scores.data()); },
-                        "threads") == ErrorKind::query);
+    Index other(path);
+    const SearchPlan plan = index.plan(request(query.data(), 1, 8, 1));
+    CHECK(error_kind_of([&] { other.search(plan, ids.data(), scores.data()); }, "another index's plan") ==
+          ErrorKind::query);
+    CHECK(error_kind_of([&] { index.warmup(-1); }, "warmup threads") == ErrorKind::query);
+}
+
+// The sizes a plan derives: candidates per query (k, or rerank * k capped at what is searchable, and
+// only with fp16 vectors), excluded rows sorted and unique with unknown ids ignored, threads.
+void test_plan_sizes() {
+    CHECK(candidate_count(10, 4, 1000, true) == 40);
+    CHECK(candidate_count(10, 4, 1000, false) == 10);
+    CHECK(candidate_count(10, 4, 25, true) == 25);
+    CHECK(candidate_count(3, ~size_t{0}, 100, true) == 100);  // rerank * k would overflow
+    CHECK(candidate_count(7, 0, 7, false) == 7);
+    CHECK(scan_chunk_rows(100, 2) == 1024);            // small indexes: one minimum-size chunk
+    CHECK(scan_chunk_rows(1000000, 2) == 16384);       // large ones: the cap
+    CHECK(scan_chunk_rows(100000, 4) % 64 == 0);
+    CHECK(thread_slots(0) == available_cpus());
+    CHECK(thread_slots(3) == 3);
+
+    const Data d = make_data(100, 16, 12);
+    const std::string plain = temp_path("plan.fai"), full = temp_path("plan16.fai");
+    write_index(plain, d, false);
+    write_index(full, d, true);
+    Index without_f16(plain), with_f16(full);
+    const std::vector<float> query(16, 0.25f);
+    const std::vector<uint64_t> ex = {d.ids[9], 5, d.ids[2], d.ids[9]};  // 5 is no id; d.ids[9] twice
+    const SearchPlan p = with_f16.plan(request(query.data(), 1, 16, 5, ex.data(), ex.size(), 4, 2));
+    CHECK(p.k == 5 && p.reranking && p.n_candidates == 20 && p.slots == 2);
+    CHECK((p.excluded == std::vector<uint32_t>{2, 9}));
+    const SearchPlan q = without_f16.plan(request(query.data(), 1, 16, 5, ex.data(), ex.size(), 4, 2));
+    CHECK(q.k == 5 && !q.reranking && q.n_candidates == 5);
+    const SearchPlan r = with_f16.plan(request(query.data(), 1, 16, 30, nullptr, 0, 4));
+    CHECK(r.n_candidates == 100);
+}
+
+// Merging per-slot heaps keeps the same best hits however the rows were dealt out to the slots.
+void test_merge_best_ignores_the_split() {
+    Random rng{13};
+    std::vector<Hit> all;
+    for (uint32_t row = 0; row < 500; ++row)
+        all.push_back(Hit{static_cast<float>(rng.next() % 40), row});  // many ties, broken by row
+    std::vector<Hit> want = all;
+    std::sort(want.begin(), want.end(), better);
+    want.resize(25);
+    for (size_t n_slots : {1, 2, 3, 7}) {
+        std::vector<SlotHeaps> slots(n_slots);
+        for (SlotHeaps& s : slots) {
+            s.heaps.resize(1);
+            s.thresholds.resize(1);
+            s.heaps[0].reset(25, &s.thresholds[0]);
+        }
+        for (const Hit& hit : all) slots[(hit.row * 7 + n_slots) % n_slots].heaps[0].offer(hit);
+        std::vector<Hit> got = merge_best(slots, 0, 25);
+        std::sort(got.begin(), got.end(), better);
+        CHECK(got.size() == want.size());
+        for (size_t j = 0; j < got.size() && j < want.size(); ++j)
+            CHECK(got[j].row == want[j].row && got[j].score == want[j].score);
+    }
 }
 
 void test_writer_errors() {
@@ -283,12 +391,25 @@ void test_writer_errors() {
     CHECK(error_kind_of([] { Writer w(temp_path("w.fai"), kMaxDim + 1, false); }, "dim too large") == ErrorKind::format);
     CHECK(error_kind_of([] { Writer w(temp_path("no/such/dir/w.fai"), 8, false); }, "missing dir") == ErrorKind::io);
     CHECK(error_kind_of([] { Writer w(temp_path("w.fai"), 8, false); w.finish(); }, "empty") == ErrorKind::format);
+    CHECK(contains(error_message_of([] { Writer w(temp_path("w.fai"), -1, false); }, "dim -1"),
+                   "cannot build an index of dim -1: dim must be in [1, 16384]."));
+    {
+        Writer w(temp_path("w.fai"), 2, false);
+        const float rows[6] = {1, 2, 3, 4, 5, 6};
+        const uint64_t ids[3] = {1, 2, 3};
+        CHECK(contains(error_message_of([&] { w.append(rows, 2, 3, ids, 2); }, "row width"),
+                       "vectors must have shape (n, 2), got (2, 3)."));
+        CHECK(contains(error_message_of([&] { w.append(rows, 3, 2, ids, 2); }, "ids per row"),
+                       "got 3 vectors but 2 ids; pass one id per vector."));
+        w.abort();
+        CHECK(contains(error_message_of([&] { w.append(rows, 1, 2, ids, 1); }, "closed"), "is already closed"));
+    }
     CHECK(error_kind_of(
               [] {
                   Writer w(temp_path("w.fai"), 2, false);
                   const float rows[4] = {1, 2, 3, 4};
                   const uint64_t ids[2] = {9, 9};
-                  w.append(rows, ids, 2);
+                  w.append(rows, 2, 2, ids, 2);
                   w.finish();
               },
               "duplicate id") == ErrorKind::format);
@@ -348,7 +469,7 @@ void test_corrupted_files_are_refused() {
     std::vector<uint64_t> ids(3);
     std::vector<float> scores(3);
     try {
-        index.search(query.data(), 1, 3, nullptr, 0, 4, 1, ids.data(), scores.data());
+        index.search(request(query.data(), 1, 16, 3, nullptr, 0, 4), ids.data(), scores.data());
     } catch (const Error&) {
     }
     CHECK(error_kind_of([] { Index index(temp_path("missing.fai")); }, "missing file") == ErrorKind::format);
@@ -388,7 +509,8 @@ int replay(const std::vector<std::string>& paths, bool resealing) {
             std::vector<uint64_t> ids(k);
             std::vector<float> scores(k);
             const uint64_t exclude[2] = {0, 3};
-            index.search(query.data(), 1, k, exclude, 0, 4, 2, ids.data(), scores.data());
+            index.search(request(query.data(), 1, index.dim(), static_cast<int64_t>(k), exclude, 0, 4, 2), ids.data(),
+                         scores.data());
             for (uint64_t id : ids) index.row_of(id);
             index.verify();
             ++accepted;
@@ -428,6 +550,8 @@ int main(int argc, char** argv) {
             {"kernels_agree_with_scalar", test_kernels_agree_with_scalar},
             {"rerank_orders_by_f16_dot", test_rerank_orders_by_f16_dot},
             {"query_errors", test_query_errors},
+            {"plan_sizes", test_plan_sizes},
+            {"merge_best_ignores_the_split", test_merge_best_ignores_the_split},
             {"writer_errors", test_writer_errors},
             {"corrupted_files_are_refused", test_corrupted_files_are_refused},
         };

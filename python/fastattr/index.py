@@ -35,8 +35,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 __all__ = ["Index", "IndexWriter", "build", "open", "kernel"]
 
-# Rows converted to float32 per writer call: bounds the extra memory of build() on huge arrays.
+# Rows converted to float32 per writer call: bounds the extra memory of writing huge arrays.
 _CHUNK_ROWS = 65536
+
+# The core (cpp/search.hpp, cpp/writer.hpp) owns every check it can see, and its message. This
+# module checks only what Python alone knows: a bool or a float passed as an integer, ints beyond
+# 64 bits, non-numeric arrays and the dtype conversion, exclude ids as a Python iterable, None
+# against an explicit threads=0, which method was called with which rank, one id per vector before
+# the input is cut into chunks, and a file overwritten in place.
+_INT64_LIMIT = 2**63   # the core takes signed 64-bit counts
 
 
 def kernel() -> str:
@@ -52,12 +59,16 @@ def kernel() -> str:
 
 
 def _as_int(value: Any, name: str, error: type[Exception]) -> int:
+    """An integer argument as the core's int64; its range is the core's to check."""
     if isinstance(value, bool):
         raise error(f"{name} must be an integer, got a bool")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise error(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not -_INT64_LIMIT <= number < _INT64_LIMIT:
+        raise error(f"{name} = {number} does not fit in 64 bits")
+    return number
 
 
 def _as_ids(values: Any, what: str, error: type[Exception]) -> np.ndarray:
@@ -74,11 +85,27 @@ def _as_ids(values: Any, what: str, error: type[Exception]) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.uint64)
 
 
-def _as_vectors(values: Any, what: str, error: type[Exception]) -> np.ndarray:
+def _real_array(values: Any, what: str, error: type[Exception]) -> np.ndarray:
+    """``values`` as a numpy array of real numbers, not yet converted to float32."""
     array = np.asarray(values)
     if array.dtype.kind not in "fiu":
         raise error(f"{what} must be real numbers, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return array
+
+
+def _rows_and_ids(vectors: Any, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors (N, dim) and ids (N,) of build() or IndexWriter.append, as numpy arrays.
+
+    The writer (the core) checks dim, NaN/inf and repeated ids. One id per vector is checked here,
+    over the whole input, because the core only sees the chunks it is handed.
+    """
+    rows = _real_array(vectors, "vectors", IndexFormatError)
+    if rows.ndim != 2:
+        raise IndexFormatError(f"vectors must be a 2-D array (N, dim), got shape {rows.shape}")
+    id_array = _as_ids(ids, "ids", IndexFormatError)
+    if len(id_array) != len(rows):
+        raise IndexFormatError(f"got {len(rows)} vectors but {len(id_array)} ids; pass one id per vector")
+    return rows, id_array
 
 
 def exclusion_ids(exclude: Any, error: type[Exception] = IndexQueryError) -> np.ndarray:
@@ -105,11 +132,13 @@ def exclusion_ids(exclude: Any, error: type[Exception] = IndexQueryError) -> np.
 
 
 def _threads(threads: int | None) -> int:
+    """None (every CPU) as the core's 0. An explicit 0 is refused here: the core cannot tell it
+    from None. The core checks the range [1, 1024] with the same message."""
     if threads is None:
         return 0
     count = _as_int(threads, "threads", IndexQueryError)
-    if not 1 <= count <= 1024:
-        raise IndexQueryError(f"threads must be between 1 and 1024 (or None for all CPUs), got {count}")
+    if count == 0:
+        raise IndexQueryError("threads must be between 1 and 1024 (or None for all CPUs), got 0.")
     return count
 
 
@@ -139,9 +168,7 @@ class IndexWriter:
 
     def __init__(self, path: str | os.PathLike[str], dim: int, *, rerank_vectors: bool = True) -> None:
         self.path = Path(path)
-        dim = _as_int(dim, "dim", IndexFormatError)
-        if not 1 <= dim <= 16384:
-            raise IndexFormatError(f"cannot build an index of dim {dim}: dim must be in [1, 16384]")
+        dim = _as_int(dim, "dim", IndexFormatError)   # the core refuses a dim outside [1, 16384]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path)   # what killed writers left beside this path
         self._writer: Any = _core.Writer(str(self.path), dim, bool(rerank_vectors))
@@ -161,16 +188,14 @@ class IndexWriter:
         Raises:
             IndexFormatError: wrong shape, NaN/inf values, bad ids, or a closed writer.
         """
-        if self._closed:
-            raise IndexFormatError(f"the writer for {self.path} is already closed; open a new IndexWriter")
-        array = _as_vectors(vectors, "vectors", IndexFormatError)
-        if array.ndim != 2 or array.shape[1] != self.dim:
-            raise IndexFormatError(f"vectors must have shape (n, {self.dim}), got {array.shape}")
-        id_array = _as_ids(ids, "ids", IndexFormatError)
-        if len(id_array) != len(array):
-            raise IndexFormatError(f"got {len(array)} vectors but {len(id_array)} ids; pass one id per vector")
-        for start in range(0, len(array), _CHUNK_ROWS):
-            self._writer.append(array[start : start + _CHUNK_ROWS], id_array[start : start + _CHUNK_ROWS])
+        self._write(*_rows_and_ids(vectors, ids))
+
+    def _write(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        # float32 a chunk at a time, so a huge or memory-mapped float64 input is never copied whole.
+        # An empty input still makes one call: the core refuses it if the writer is closed.
+        for start in range(0, max(len(rows), 1), _CHUNK_ROWS):
+            stop = start + _CHUNK_ROWS
+            self._writer.append(np.ascontiguousarray(rows[start:stop], dtype=np.float32), ids[start:stop])
 
     def close(self) -> None:
         """Finish the file: write the id tables and header, fsync, rename over ``path``.
@@ -220,20 +245,9 @@ def build(
         >>> open(path).ids.tolist()
         [7, 8, 9]
     """
-    source = np.asarray(vectors)
-    if source.ndim != 2:
-        raise IndexFormatError(f"vectors must be a 2-D array (N, dim), got shape {source.shape}")
-    if source.dtype.kind not in "fiu":
-        raise IndexFormatError(f"vectors must be real numbers, got dtype {source.dtype}")
-    id_array = _as_ids(ids, "ids", IndexFormatError)
-    if len(id_array) != len(source):
-        raise IndexFormatError(f"got {len(source)} vectors but {len(id_array)} ids; pass one id per vector")
-    if len(source) == 0:
-        raise IndexFormatError("cannot build an empty index: pass at least one vector")
-    with IndexWriter(path, source.shape[1], rerank_vectors=rerank_vectors) as writer:
-        for start in range(0, len(source), _CHUNK_ROWS):
-            stop = start + _CHUNK_ROWS
-            writer.append(source[start:stop], id_array[start:stop])
+    rows, id_array = _rows_and_ids(vectors, ids)   # checked before a temporary file is made
+    with IndexWriter(path, rows.shape[1], rerank_vectors=rerank_vectors) as writer:
+        writer._write(rows, id_array)
 
 
 class Index:
@@ -351,7 +365,7 @@ class Index:
             >>> open(path).search(np.array([0, 1, 0.5]), k=1, exclude=[6])[0].tolist()
             [7]
         """
-        array = _as_vectors(query, "query", IndexQueryError)
+        array = _real_array(query, "query", IndexQueryError)
         if array.ndim != 1:
             raise IndexQueryError(
                 f"search takes one query of shape ({self.dim},), got {array.shape}; use search_batch for many"
@@ -380,30 +394,16 @@ class Index:
             >>> open(path).search_batch(np.eye(3)[:2], k=1)[0].tolist()
             [[5], [6]]
         """
-        array = _as_vectors(queries, "queries", IndexQueryError)
+        array = _real_array(queries, "queries", IndexQueryError)
         if array.ndim != 2:
             raise IndexQueryError(f"search_batch takes queries of shape (B, {self.dim}), got {array.shape}")
-        if array.shape[1] != self.dim:
-            raise IndexQueryError(
-                f"the query has dim {array.shape[1]} but the index {self.path} has dim {self.dim}; "
-                "embed queries with the model that built the index"
-            )
         count = _as_int(k, "k", IndexQueryError)
-        if count < 1:
-            raise IndexQueryError(f"k must be at least 1, got {count}")
-        if count > len(self):
-            raise IndexQueryError(f"k = {count} but the index holds only {len(self)} items; ask for fewer")
         factor = _as_int(rerank, "rerank", IndexQueryError)
-        if factor < 0:
-            raise IndexQueryError(f"rerank must be 0 (off) or a positive multiple of k, got {factor}")
         excluded = exclusion_ids(exclude)
-        if not np.isfinite(array).all():
-            bad = np.argwhere(~np.isfinite(array))[0]
-            raise IndexQueryError(
-                f"query {int(bad[0])} has a NaN or infinite value at position {int(bad[1])}; pass finite floats"
-            )
+        slots = _threads(threads)
         self._check_unchanged()
-        ids, scores = self._core.search(array, count, excluded, factor, _threads(threads))
+        # The core checks dim, k, rerank, threads and NaN/inf, each with its own message.
+        ids, scores = self._core.search(np.ascontiguousarray(array, dtype=np.float32), count, excluded, factor, slots)
         return ids, scores
 
 
