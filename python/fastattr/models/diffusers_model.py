@@ -165,9 +165,12 @@ class DiffusersModel(DiffusionModel):
 
     def digest(self) -> str:
         h = hashlib.sha256()
+        # diffusers' private config keys are bookkeeping, and "_use_default_values" is listed from a
+        # set, in an order that changes with every process's hash seed: leave them out, or no
+        # cache key and no resume fingerprint would survive a restart.
+        scheduler = {k: v for k, v in dict(self.noise_scheduler.config).items() if not k.startswith("_")}
         h.update(json.dumps({"class": type(self.pipeline).__name__, "latent": self.latent,
-                             "scheduler": dict(self.noise_scheduler.config)}, sort_keys=True,
-                            default=str).encode())
+                             "scheduler": scheduler}, sort_keys=True, default=str).encode())
         for name, module in (("unet", self.unet), ("vae", self.vae),
                              ("text_encoder", self.pipeline.text_encoder)):
             if module is None:
