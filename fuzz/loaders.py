@@ -6,6 +6,7 @@ Usage:
     python fuzz/loaders.py bundle       -atheris_runs=100000  [CORPUS_DIR]
     python fuzz/loaders.py index  -max_total_time=15          # the short run of the test suite
     python fuzz/loaders.py materialize CORPUS_DIR OUT_DIR     # index-header inputs -> index files
+    python fuzz/loaders.py random-headers N OUT_DIR           # N seeded random index-header inputs -> files
 
 ``index``: the bytes are written as an index file, opened, verified and searched. Almost every
 mutation of a whole file stops at the header checksum, so ``index-header`` reads its bytes as up
@@ -165,12 +166,27 @@ def materialize(corpus: Path, out: Path) -> int:
     return len(inputs)
 
 
+def random_headers(n: int, out: Path, seed: int = 0) -> int:
+    """Writes the index files of ``n`` random ``index-header`` inputs (seeded): a corpus of
+    altered-but-resealed headers for the sanitizer build, which libFuzzer's corpus (only inputs
+    that added coverage) is too small to be."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (out / f"random-{i:06d}.fai").write_bytes(patched_index(rng.bytes(int(rng.integers(1, 64)))))
+    return n
+
+
 def main() -> None:
     global _BUNDLE, _SEED
     target = sys.argv.pop(1) if len(sys.argv) > 1 else ""
     if target == "materialize" and len(sys.argv) == 3:
         _SEED = _seed_index()
         print(f"wrote {materialize(Path(sys.argv[1]), Path(sys.argv[2]))} index files to {sys.argv[2]}")
+        return
+    if target == "random-headers" and len(sys.argv) == 3:
+        _SEED = _seed_index()
+        print(f"wrote {random_headers(int(sys.argv[1]), Path(sys.argv[2]))} index files to {sys.argv[2]}")
         return
     if target not in TARGETS:
         raise SystemExit(f"usage: python fuzz/loaders.py {'|'.join(TARGETS)} [atheris/libFuzzer options] [CORPUS_DIR]")

@@ -25,3 +25,5 @@ export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=
 "$work/build-asan/core_tests" replay --reseal "$work/corpus-index"
 "$py" fuzz/loaders.py materialize "$work/corpus-index-header" "$work/files-index-header" 2>/dev/null | tail -1
 "$work/build-asan/core_tests" replay "$work/files-index-header"
+"$py" fuzz/loaders.py random-headers 20000 "$work/files-random-headers" 2>/dev/null | tail -1
+"$work/build-asan/core_tests" replay "$work/files-random-headers"
