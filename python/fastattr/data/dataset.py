@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._atomic import atomic_dir
+from .cache import content_digest
 from ..errors import DatasetError
 
 __all__ = ["Dataset", "write_dataset", "read_array_layout", "read_jsonl", "ids_of", "FORMAT", "VERSION"]
@@ -62,13 +62,8 @@ class Dataset:
             if isinstance(known, str) and known:
                 self._digest = known
             else:
-                h = hashlib.blake2b(digest_size=16)
-                h.update(json.dumps(list(self.captions)).encode())
-                h.update(np.asarray(self.item_ids, dtype=np.uint64).tobytes())
-                h.update(str(tuple(self.images.shape)).encode())
-                for lo in range(0, len(self), 4096):
-                    h.update(np.ascontiguousarray(self.images[lo:lo + 4096]).tobytes())
-                self._digest = h.hexdigest()
+                self._digest = content_digest(json.dumps(list(self.captions)),
+                                              np.asarray(self.item_ids, dtype=np.uint64), self.images)
         return self._digest
 
     @property

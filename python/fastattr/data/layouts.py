@@ -19,7 +19,6 @@ the size and the policy version; a second load of the same folder decodes nothin
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import DatasetError
-from .cache import cache_root, cached_rows
+from .cache import cache_root, cached_rows, content_digest
 from .dataset import Dataset, ids_of, read_array_layout, read_json_lines, read_jsonl
 from .images import IMAGE_POLICY, POLICY_VERSION, to_rgb_square
 
@@ -228,10 +227,10 @@ def _decode(src: _Source, image_size: int | None, cache_dir: Any, progress: bool
     first_uri, first = next(stream)
     head = _decode_one(first_uri, first, image_size)
     shape = head.shape
-    key = hashlib.blake2b(json.dumps({
+    key = content_digest(json.dumps({
         "layout": src.layout, "root": str(src.root.resolve()), "files": src.files,
         "captions": src.captions, "ids": src.ids.tolist(), "size": image_size, "policy": POLICY_VERSION,
-    }).encode(), digest_size=16).hexdigest()
+    }))
     pending = [head]
 
     def fill(lo: int, hi: int) -> np.ndarray:
@@ -264,7 +263,7 @@ def _decode(src: _Source, image_size: int | None, cache_dir: Any, progress: bool
 def _resized(ds: Dataset, size: int, cache_dir: Any, progress: bool) -> Dataset:
     from PIL import Image
 
-    key = hashlib.blake2b(f"{ds.digest()}:{size}:{POLICY_VERSION}".encode(), digest_size=16).hexdigest()
+    key = content_digest(ds.digest(), f":{size}:{POLICY_VERSION}")
     images = cached_rows(
         cache_root(cache_dir) / "datasets" / f"images-{key}.npy", key, (size, size, 3),
         lambda lo, hi: np.stack([to_rgb_square(Image.fromarray(np.asarray(a)), size) for a in ds.images[lo:hi]]),

@@ -117,15 +117,12 @@ class KVFisher:
 
     def digest(self) -> str:
         """A content hash of the factors and settings (the serialized bytes are not canonical)."""
-        import hashlib
+        from ..data.cache import content_digest
 
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self.n_samples}:{self.damping_factor!r}".encode())
+        parts: list = [f"{self.n_samples}:{self.damping_factor!r}"]
         for name, layer in self.layers.items():
-            h.update(name.encode())
-            for field in ("q_a", "q_g", "eigvals", "diag"):
-                h.update(getattr(layer, field).float().contiguous().numpy().tobytes())
-        return h.hexdigest()
+            parts += [name, *(getattr(layer, field).float().contiguous() for field in ("q_a", "q_g", "eigvals", "diag"))]
+        return content_digest(*parts)
 
     def to_bytes(self) -> bytes:
         """The safetensors serialization that :meth:`save` writes."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..data.cache import cached_rows
+from ..data.cache import cached_rows, content_digest
 from ..errors import DatasetError
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def dataset_inputs(model: "DiffusionModel", dataset: Any, cache_dir: str | os.Pa
             f"{model.resolution}×{model.resolution}; load the dataset with image_size={model.resolution} "
             f"(CLI: --image-size {model.resolution})")
     data_key = dataset.digest()
-    key = hashlib.blake2b(f"{model.digest()}:{data_key}".encode(), digest_size=16).hexdigest()
+    key = content_digest(model.digest(), ":", data_key)
     root = Path(cache_dir)
     n = len(dataset)
     images = dataset.images
