@@ -68,6 +68,18 @@ def test_contract_and_determinism(setup, tmp_path) -> None:
         assert np.array_equal(getattr(a, field), getattr(b, field))
 
 
+def test_item_noise_is_regenerated_not_stored(setup, tmp_path) -> None:
+    # A stored (items × timesteps × latent) noise array would be hundreds of GB at 1e6 items; each
+    # item's noise is a function of (seed, id, t), so the scorer draws it again for its candidates.
+    run, config, _ = setup
+    run(tmp_path / "n")
+    work = tmp_path / "n" / "work"
+    assert not (work / "item_noise.npy").exists()
+    assert np.load(work / "item_ids.npy").tolist() == list(range(12))
+    largest = max(f.stat().st_size for f in work.rglob("*.npy"))
+    assert largest <= (work / "item_x.npy").stat().st_size + 1024
+
+
 def test_resume_skips_finished_queries(setup, tmp_path) -> None:
     run, config, _ = setup
     first = load_teacher_set(run(tmp_path / "r"))

@@ -106,7 +106,9 @@ class AbUPlus(TeacherMethod):
     def prepare_settings(self) -> dict[str, Any]:
         # The noise, the grid and the losses before unlearning do not depend on η, the draws or
         # the Fisher, so changing those keeps them.
-        return {k: getattr(self, k) for k in ("n_timesteps", "flip", "bf16", "batch_size", "seed")}
+        # "layout" counts changes of what prepare() writes (2: item ids instead of stored noise),
+        # so a folder prepared with other files is prepared again rather than half reused.
+        return {"layout": 2, **{k: getattr(self, k) for k in ("n_timesteps", "flip", "bf16", "batch_size", "seed")}}
 
     def timesteps(self, model: "DiffusionModel") -> torch.Tensor:
         """The scoring grid for ``model``."""
@@ -122,8 +124,11 @@ class AbUPlus(TeacherMethod):
         item_x = load_array(work / "item_x.npy")
         item_text = load_array(work / "item_text_states.npy")
         ts = self.timesteps(model)
-        noise = item_noise(item_ids, ts, tuple(item_x.shape[1:]), seed=self.seed)
-        save_npy(work / "item_noise.npy", noise.numpy())
+        # Each item's noise is a function of (seed, id, timestep), so it is regenerated chunk by
+        # chunk here and per query in the scorer instead of stored: N × T × latent floats would
+        # be hundreds of GB at a million items.
+        save_npy(work / "item_ids.npy", np.asarray(item_ids, dtype=np.int64))
+        shape = tuple(item_x.shape[1:])
         chunk = 512
         for name, flip in (("base_losses", False), ("base_losses_flip", True)):
             if flip and not self.flip:
@@ -132,7 +137,8 @@ class AbUPlus(TeacherMethod):
             for start in tqdm(range(0, len(item_ids), chunk), desc="losses before unlearning",
                               disable=not progress):
                 sl = slice(start, start + chunk)
-                out[sl] = grid_losses(model, item_x[sl].float(), item_text[sl].float(), noise[sl], ts,
+                noise = item_noise(item_ids[sl], ts, shape, seed=self.seed)
+                out[sl] = grid_losses(model, item_x[sl].float(), item_text[sl].float(), noise, ts,
                                       batch_size=self.batch_size, flip=flip, autocast_bf16=self.bf16)
             save_npy(work / f"{name}.npy", out.numpy())
 
@@ -148,7 +154,7 @@ class _AbUScorer(QueryScorer):
         self.timesteps = method.timesteps(model)
         self.item_x = load_array(work / "item_x.npy")
         self.item_text = load_array(work / "item_text_states.npy")
-        self.noise = load_array(work / "item_noise.npy")
+        self.item_ids = load_array(work / "item_ids.npy")
         self.base = load_array(work / "base_losses.npy")
         self.base_flip = load_array(work / "base_losses_flip.npy") if method.flip else None
         self.n_items = int(self.item_x.shape[0])
@@ -160,7 +166,8 @@ class _AbUScorer(QueryScorer):
                                batch_size=m.batch_size, seed=query_seed)
         delta = unlearning_delta(self.fisher, grads, eta=m.eta, n_train=self.n_items, kind=m.fisher_kind)
         idx = torch.from_numpy(rows)
-        args = (self.item_x[idx].float(), self.item_text[idx].float(), self.noise[idx], self.timesteps)
+        noise = item_noise(self.item_ids[idx].tolist(), self.timesteps, tuple(self.item_x.shape[1:]), seed=m.seed)
+        args = (self.item_x[idx].float(), self.item_text[idx].float(), noise, self.timesteps)
         common = dict(batch_size=m.batch_size, autocast_bf16=m.bf16)
         with apply_delta(self.model, delta):
             after = grid_losses(self.model, *args, **common)
