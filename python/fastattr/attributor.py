@@ -45,8 +45,6 @@ class _Laps:
         self.last = now
 
 
-
-
 def _check_timings(timings: Any) -> None:
     if timings is not None and not isinstance(timings, MutableMapping):
         raise InputError(

@@ -302,7 +302,10 @@ def resize_normalize(rgb: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndar
         >>> resize_normalize([np.zeros((8, 8, 3), np.uint8)], PreprocessSpec(size=(4, 4))).shape
         (1, 3, 4, 4)
     """
-    return normalize(np.stack([resize_rgb(x, spec.size, spec.resize) for x in rgb]), spec.mean, spec.std)
+    size = (int(spec.size[0]), int(spec.size[1]))
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 4 and rgb.shape[1:3] == size:
+        return normalize(rgb, spec.mean, spec.std)   # a batch already at size: no per-image copy
+    return normalize(np.stack([resize_rgb(x, size, spec.resize) for x in rgb]), spec.mean, spec.std)
 
 
 # ----------------------------------------------------------------------------- text

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import CheckpointError, InputError
-from ..preprocess import RESIZE_FILTERS, PreprocessSpec, normalize, resize_rgb
+from ..preprocess import RESIZE_FILTERS, PreprocessSpec, resize_normalize
 
 __all__ = ["EmbedderSpec", "RESIZE_FILTERS", "preprocess_images", "tokenize"]
 
@@ -129,10 +129,7 @@ def preprocess_images(images: np.ndarray, spec: Any) -> np.ndarray:
             f"Images must be uint8 RGB of shape (N, H, W, 3) or (H, W, 3); got {arr.dtype} {arr.shape}. "
             "Convert with np.asarray(PIL.Image.open(...).convert('RGB'))."
         )
-    size = (int(spec.size[0]), int(spec.size[1]))
-    if arr.shape[1:3] != size:
-        arr = np.stack([resize_rgb(img, size, spec.resize) for img in arr])
-    return normalize(arr, spec.mean, spec.std)
+    return resize_normalize(arr, spec)
 
 
 def tokenize(texts: Sequence[str], spec: Any, *, tokenizer: Any = None) -> tuple[np.ndarray, np.ndarray]:
