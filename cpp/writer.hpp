@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -243,15 +244,24 @@ private:
             fail(ErrorKind::format, "cannot build an index of dim " + std::to_string(dim) + ": dim must be in [1, 16384].");
         return static_cast<uint64_t>(dim);
     }
+    // Like mkstemp, but created 0666 so that the kernel applies the caller's umask: mkstemp's 0600
+    // would leave the published index unreadable to whoever serves it, and a fixed 0644 ignores a
+    // stricter umask. The trailing XXXXXX of the pattern is replaced until the name is new.
     static int make_temp(std::string& pattern, bool unlink_now) {
-        std::vector<char> name(pattern.begin(), pattern.end());
-        name.push_back('\0');
-        const int fd = ::mkstemp(name.data());
-        if (fd < 0) fail(ErrorKind::io, "cannot create a temporary file " + pattern + ": " + std::strerror(errno));
-        pattern.assign(name.data());
-        ::fchmod(fd, 0644);
-        if (unlink_now) ::unlink(name.data());  // scratch space vanishes with the descriptor, even on a crash
-        return fd;
+        static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+        const std::string stem = pattern.substr(0, pattern.size() - 6);
+        std::random_device entropy;
+        for (int attempt = 0; attempt < 100; ++attempt) {
+            std::string name = stem;
+            for (int i = 0; i < 6; ++i) name += digits[entropy() % (sizeof(digits) - 1)];
+            const int fd = ::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            if (fd < 0 && errno == EEXIST) continue;
+            if (fd < 0) fail(ErrorKind::io, "cannot create a temporary file " + name + ": " + std::strerror(errno));
+            pattern = name;
+            if (unlink_now) ::unlink(name.c_str());  // scratch space vanishes with the descriptor, even on a crash
+            return fd;
+        }
+        fail(ErrorKind::io, "cannot create a temporary file " + pattern + ": 100 names were taken");
     }
     void copy_scratch_codes(uint64_t bytes) {
         std::vector<uint8_t> buffer(4u << 20);

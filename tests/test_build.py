@@ -4,6 +4,8 @@ user's own latent pipeline, imagefolder dataset of odd-sized images and prompts 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -94,5 +96,12 @@ def test_demo_tiny_end_to_end(tmp_path: Path, capsys) -> None:
                  "--threads", "1", "--workers", "1", "--json"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n"):])
-    assert len(summary["results"]) == 10 and summary["results"][0]["rank"] == 0
+    assert len(summary["results"]) == 10 and summary["results"][0]["rank"] == 1
     assert (tmp_path / "demo" / "report.html").is_file() and (tmp_path / "demo" / "t2i" / "model_index.json").is_file()
+    # Whoever serves the outputs can read them: no 0600 files or 0700 folders from temp-file defaults.
+    mask = os.umask(0)
+    os.umask(mask)
+    unreadable = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in (tmp_path / "demo").rglob("*")
+                  if stat.S_IMODE(p.stat().st_mode) & 0o444 != 0o444 & ~mask
+                  or (p.is_dir() and stat.S_IMODE(p.stat().st_mode) & 0o111 != 0o111 & ~mask)]
+    assert not unreadable, unreadable[:5]

@@ -196,3 +196,18 @@ def test_bundle_build_and_its_former_name_index_build_are_one_command():
     assert new.handler is old.handler is _run_build
     same = lambda args: {k: v for k, v in vars(args).items() if k != "command" and not k.endswith("_command")}  # noqa: E731
     assert same(new) == same(old) and new.out == "o" and new.thumbnail_size == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_bundle_files_follow_the_umask(tmp_path, item_vectors, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        root = _build(tmp_path / "b", item_vectors)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [root, *root.iterdir()]}
+    assert modes.pop(root.name) == 0o777 & ~umask
+    assert modes and set(modes.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in modes.items()}

@@ -15,6 +15,15 @@ __all__ = ["atomic_open", "write_bytes", "write_text", "write_json", "save_npy",
 
 
 def _umask() -> int:
+    # Linux reports the umask without changing it; setting it to 0 and back (the only portable way)
+    # briefly gives files that other threads create in between world-writable modes.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
