@@ -16,8 +16,8 @@ from fastattr.results import Attribution
 
 
 def test_render_is_self_contained_and_escaped(tmp_path):
-    hits = [Attribution(0, 3, 0.9, "a <b>red</b> & blue square", "/data/x.png"),
-            Attribution(1, 8, 0.4, "plain", None)]
+    hits = [Attribution(1, 3, 0.9, "a <b>red</b> & blue square", "/data/x.png"),
+            Attribution(2, 8, 0.4, "plain", None)]
     thumbs = {3: np.zeros((6, 6, 3), np.uint8)}
     page = render_html(np.full((8, 8, 3), 200, np.uint8), 'prompt "quoted" <x>', hits, thumbnails=thumbs,
                        meta={"device": "cpu"})
@@ -34,12 +34,12 @@ def test_thumbnails_from_bundle_and_uri(tmp_path):
     from fastattr.bundle import open_bundle
 
     bundle = open_bundle(kit.bundle())
-    hits = [Attribution(0, int(kit.dataset().item_ids[5]), 1.0, "c", None)]
+    hits = [Attribution(1, int(kit.dataset().item_ids[5]), 1.0, "c", None)]
     thumbs = bundle_thumbnails(bundle, hits)
     np.testing.assert_array_equal(thumbs[hits[0].item_id], kit.dataset().images[5])
     picture = tmp_path / "p.png"
     Image.fromarray(np.full((5, 5, 3), 9, np.uint8)).save(picture)
-    from_uri = bundle_thumbnails(None, [Attribution(0, 1, 1.0, "c", str(picture))])
+    from_uri = bundle_thumbnails(None, [Attribution(1, 1, 1.0, "c", str(picture))])
     assert from_uri[1].shape == (5, 5, 3)
 
 
@@ -52,7 +52,7 @@ def test_query_command_json_and_html(tmp_path, capsys):
                  "--html", str(report), "--device", "cpu"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["rank"] for r in out["results"]] == [0, 1, 2, 3]
+    assert [r["rank"] for r in out["results"]] == [1, 2, 3, 4]
     assert out["results"][0]["item_id"] == int(data.item_ids[9]) and out["device"] == "cpu"
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 5 and data.captions[9] in page

@@ -180,7 +180,7 @@ class Attributor:
         out = []
         for item_id, score in zip(ids.tolist(), scores.tolist()):
             row = self._items.row(item_id)
-            out.append(Attribution(len(out), int(item_id), float(score), self._items.captions[row], self._items.uris[row]))
+            out.append(Attribution(len(out) + 1, int(item_id), float(score), self._items.captions[row], self._items.uris[row]))
         return out
 
     def query(

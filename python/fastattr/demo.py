@@ -174,7 +174,7 @@ def _attribute(work: Path, paths: dict[str, Path], results: dict[str, Any], teac
     log(f"\nprompt: {prompt!r} (seed {seed}, generated in {generate_s:.1f} s, saved to {work / 'query.png'})")
     log(f"top {len(hits)} of {len(attributor)} training items (device {attributor.device}):")
     for hit in hits:
-        log(f"  {hit.rank + 1:>3}  {hit.score:7.4f}  item {hit.item_id:<6} {hit.caption}")
+        log(f"  {hit.rank:>3}  {hit.score:7.4f}  item {hit.item_id:<6} {hit.caption}")
     rows = map_table(results)
     log(f"\nevaluation on {results['n_test_queries']} test queries, {results['n_items']} training items "
         "(teacher top-L as positives):")

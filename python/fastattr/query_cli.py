@@ -31,7 +31,7 @@ def run_query(args: argparse.Namespace) -> int:
     else:
         print(f"top {len(hits)} of {len(attributor)} training items ({attributor.device}, {latency_ms:.1f} ms)")
         for hit in hits:
-            print(f"{hit.rank + 1:>4}  {hit.score:7.4f}  item {hit.item_id:<8} {hit.caption}")
+            print(f"{hit.rank:>4}  {hit.score:7.4f}  item {hit.item_id:<8} {hit.caption}")
     if args.html:
         from .report import bundle_thumbnails, write_report
 

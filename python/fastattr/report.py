@@ -100,7 +100,7 @@ def render_html(
         width = max(0.0, min(1.0, hit.score / top)) * 100 if top > 0 else 0.0
         uri = f'<div class="id">{html.escape(hit.uri)}</div>' if hit.uri else ""
         cards.append(
-            f'<div class="card">{picture}<div><span class="rank">#{hit.rank + 1}</span>'
+            f'<div class="card">{picture}<div><span class="rank">#{hit.rank}</span>'
             f'<span class="score">{hit.score:.4f}</span></div><div class="bar"><div style="width:{width:.1f}%"></div></div>'
             f'<div class="caption">{html.escape(hit.caption)}</div><div class="id">item {hit.item_id}</div>{uri}</div>'
         )
