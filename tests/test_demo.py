@@ -51,5 +51,5 @@ def test_each_preset_has_its_own_default_work_folder():
     folders = {default_work(p) for p in PRESETS}
     assert default_work("demo") == ".fastattr/demo" and len(folders) == len(PRESETS)
     # The eval preset measures the student on the demo's own world and T2I model.
-    assert PRESETS["eval"]["world"] == PRESETS["demo"]["world"] and PRESETS["eval"]["t2i"] == PRESETS["demo"]["t2i"]
+    assert PRESETS["eval"]["stages"] == PRESETS["demo"]["stages"] == "demo"
     assert PRESETS["eval"]["build"].teacher["n_test_queries"] >= 16

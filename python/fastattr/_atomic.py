@@ -232,10 +232,15 @@ def atomic_dir(path: str | os.PathLike[str], *, marker: str | None = None, overw
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes it 0o700
+        # mkdtemp makes the folder 0o700, and some writers (safetensors) make their files 0o600:
+        # published outputs get the modes a plain open() would give, so whoever serves them can read.
+        os.chmod(tmp, 0o777 & ~_umask())
         for root, _dirs, files in os.walk(tmp):
             for name in files:
-                with open(os.path.join(root, name), "rb") as handle:
+                file_path = os.path.join(root, name)
+                if not os.path.islink(file_path):
+                    os.chmod(file_path, file_mode())
+                with open(file_path, "rb") as handle:
                     os.fsync(handle.fileno())
         if target.exists() or target.is_symlink():
             if _exchange(tmp, target):

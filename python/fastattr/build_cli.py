@@ -23,8 +23,14 @@ def register(subparsers: Any) -> None:
     source.add_argument("--prompts", default=None, help=PROMPTS_HELP)
     source.add_argument("--query-images", default=None, help=QUERY_IMAGES_HELP)
     parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--preset", choices=["quick", "default", "full"], default="default",
-                        help="stage sizes: quick (a smoke run of seconds on a tiny model), default, full (paper-like)")
+    from .build import BUILD_PRESET_ALIASES, BUILD_PRESETS
+
+    # The names of `world make --preset` and `t2i train --preset`; the former names still parse.
+    parser.add_argument("--preset", choices=list(BUILD_PRESETS), default="demo",
+                        type=lambda name: BUILD_PRESET_ALIASES.get(name, name),
+                        help="stage sizes, named as the world's and the T2I model's: tiny (a smoke run of "
+                             "seconds on a tiny model; formerly quick), demo (the default; formerly default), "
+                             "full (paper-like)")
     parser.add_argument("--train-queries", type=int, default=None, help="teacher queries for training the student")
     parser.add_argument("--test-queries", type=int, default=None,
                         help="teacher queries ranked over the whole training set, for evaluation")
@@ -37,7 +43,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--work", default=None, help="stage cache folder (default: OUT.build beside the bundle)")
     parser.add_argument("--workers", type=int, default=1, help="teacher worker processes (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a --work folder made for other inputs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild a --work folder made for other inputs, and replace whatever is at --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     parser.set_defaults(handler=_run)

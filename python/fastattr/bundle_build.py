@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from ._atomic import atomic_dir, atomic_open, check_replaceable
+from ._progress import make_progress
 from .bundle import open_bundle, write_manifest
 from .data.layouts import add_dataset_arguments, dataset_from_args
 from .errors import CheckpointError, DatasetError, InputError
@@ -214,9 +215,8 @@ def write_index(path: str | os.PathLike[str], vectors: ItemVectors, ids: np.ndar
     if vectors.embedded is not None:
         index_module.build(str(path), vectors.embedded, ids)
         return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(ids), desc="indexing supplied vectors", unit="item", disable=not progress) as bar:
+    with make_progress(total=len(ids), desc="indexing supplied vectors", unit="item",
+                       disable=not progress) as bar:
         with index_module.IndexWriter(str(path), dim) as writer:
             for start, chunk in vectors.blocks:
                 writer.append(chunk, ids[start:start + len(chunk)])

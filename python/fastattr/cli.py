@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from typing import Sequence
 
+from ._quiet import quiet_third_party
 from .errors import FastattrError
 
 # Subcommand group -> module with `register(subparsers)`. Each module imports its heavy
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastattr", description="Fast data attribution for text-to-image models."
     )
     parser.add_argument("--version", action="version", version=f"fastattr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show third-party libraries' log messages, warnings and progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
         try:
@@ -54,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        with contextlib.nullcontext() if getattr(args, "verbose", False) else quiet_third_party():
+            return int(handler(args) or 0)
     except FastattrError as exc:
         print(f"fastattr: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

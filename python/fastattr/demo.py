@@ -23,19 +23,18 @@ from .errors import InputError
 
 __all__ = ["PRESETS", "default_work", "run_demo", "register"]
 
-# Sizes per preset: the world and T2I presets, and the build's stage sizes. "demo" keeps the
-# stages' own defaults (sized by their owners for the 15-minute bar on 2 cores) but for the head's
-# step count; "eval" is the same world and T2I model with a teacher set big enough to measure the
-# student (4x the train queries, 16 test queries instead of 4; about 40 minutes); "tiny" is a
-# smoke run of about a minute.
+# Sizes per preset: "stages" names the world, T2I and build presets (one name means one size in
+# all three), "build" overrides the build's stage sizes. "demo" is the stages' own demo preset
+# (sized by their owners for the 15-minute bar on 2 cores); "eval" is the same world and T2I model
+# with a teacher set big enough to measure the student (4x the train queries, 16 test queries
+# instead of 4; about 40 minutes); "tiny" is a smoke run of about a minute.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The demo's head trains 1000 steps, not the default 2000: its 4 test queries cannot tell the
-    # two apart, and 2000 steps of the student and its regression ablation took 115 s longer
-    # (229 vs 114 s; docs/student.md: mAP@21 0.428 vs 0.471 on the eval preset).
-    "demo": {"world": "demo", "t2i": "demo", "build": BuildSettings(student={"steps": 1000}, pretrain_steps=300)},
-    "eval": {"world": "demo", "t2i": "demo",
+    "demo": {"stages": "demo"},
+    # The head trains the default 2000 steps here, not the demo's 1000 (docs/student.md: mAP@21
+    # 0.428 vs 0.471 on this preset).
+    "eval": {"stages": "demo",
              "build": BuildSettings(teacher={"n_train_queries": 512, "n_test_queries": 16}, pretrain_steps=300)},
-    "tiny": {"world": "tiny", "t2i": "tiny", "build": BUILD_PRESETS["quick"]},
+    "tiny": {"stages": "tiny"},
 }
 _STAMP = "demo.json"
 
@@ -84,7 +83,8 @@ def run_demo(
     """
     if preset not in PRESETS:
         raise InputError(f"unknown demo preset {preset!r}; choose one of {sorted(PRESETS)}")
-    settings = PRESETS[preset]
+    stages = PRESETS[preset]["stages"]
+    build_settings = PRESETS[preset].get("build", BUILD_PRESETS[stages])
     if not progress:
         try:  # transformers draws its own "Loading weights" bars; --quiet means none at all
             from transformers.utils import logging as hf_logging
@@ -109,20 +109,20 @@ def run_demo(
     from .world import PRESETS as WORLD_PRESETS
     from .world import make_world
 
-    world = WORLD_PRESETS[settings["world"]]
+    world = WORLD_PRESETS[stages]
     stage("world", _done(paths["world"], "dataset.json"), lambda: make_world(
         paths["world"], n_items=world["n_items"], image_size=world["image_size"], seed=0, progress=progress))
 
     from .t2i import T2IConfig, train
 
-    t2i_config = T2IConfig.preset(settings["t2i"], image_size=world["image_size"])
+    t2i_config = T2IConfig.preset(stages)
     state = paths["t2i"] / "train_state.json"
     t2i_done = state.is_file() and json.loads(state.read_text()).get("step", 0) >= t2i_config.steps
     stage("t2i", t2i_done, lambda: train(paths["world"], paths["t2i"], t2i_config, resume=True,
                                          threads=threads, progress=progress, log=log))
 
     # The embedded world goes through the same path as a user's model and data (`fastattr build`).
-    summary = build(paths["t2i"], paths["world"], paths["bundle"], settings=settings["build"], work=work,
+    summary = build(paths["t2i"], paths["world"], paths["bundle"], settings=build_settings, work=work,
                     workers=workers, provenance={"t2i": t2i_config.to_dict(), "demo_preset": preset},
                     progress=progress, log=log)
     timings = {**stage.timings, **summary["timings"]}

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._progress import make_progress
 from .errors import BundleError, CheckpointError, DeviceError, FastattrError, InputError
 from .preprocess import ImageLike, PreprocessSpec, Tokenizer, decode_images, resize_normalize
 
@@ -30,6 +31,7 @@ def make_session(
     *,
     device: str = "cpu",
     threads: int | None = None,
+    spinning: bool = True,
     error: type[FastattrError] = BundleError,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``model_path`` with fastattr's settings.
@@ -39,6 +41,9 @@ def make_session(
         device: "cpu"; "cuda" (DeviceError when CUDA is unavailable or onnxruntime falls back to
             CPU); or "auto" (CUDA when onnxruntime offers it, else CPU, warning if CUDA fails).
         threads: ONNX Runtime intra-op threads; None lets it choose.
+        spinning: whether ONNX Runtime's idle worker threads busy-wait for the next operator. It
+            speeds up a stream of forwards; after one forward the spinning threads take the cores
+            that whatever runs next (the index scan of a query) needs.
         error: the FastattrError class raised when onnxruntime cannot load the file (BundleError
             for a bundle's embedder, CheckpointError for an export folder's).
 
@@ -59,6 +64,9 @@ def make_session(
     if threads is not None:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     available = ort.get_available_providers()
     want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
     if device == "cuda" and _CUDA not in available:
@@ -177,11 +185,9 @@ def embed_items(
     Example:
         >>> vectors = embed_items("embedder.onnx", spec, "tokenizer.json", images, captions)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     session = make_session(Path(model_path), device="cpu", threads=threads, error=CheckpointError)
     tokenizer = Tokenizer.from_file(tokenizer_path, max_length=spec.max_length)
-    with tqdm(total=len(images), desc="embedding items", unit="item", disable=not progress) as bar:
+    with make_progress(total=len(images), desc="embedding items", unit="item", disable=not progress) as bar:
         vectors = embed_pairs(session, spec, tokenizer, images, captions, batch_size=batch_size, on_batch=bar.update)
     if not np.all(np.isfinite(vectors)):
         raise CheckpointError(f"{model_path} produced NaN/inf embeddings; re-export the student")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared kit lives in tests/
 import _export_kit as kit  # noqa: E402
 
+from fastattr._quiet import QUIET_ENVIRONMENT  # noqa: E402
 from fastattr.cli import main  # noqa: E402
 
 pytest.importorskip("torch")
@@ -46,6 +49,17 @@ def test_export_a_real_student(tmp_path, capsys):
     parity = info["parity"]["embedder"]
     assert parity["n"] >= 64 and parity["max_abs"] <= 1e-4 and parity["min_cosine"] >= 0.9999
     assert info["dim"] == 8 and info["source"]["student"].endswith("student")
+
+
+def test_export_run_prints_no_third_party_warnings(tmp_path):
+    # A real process, so the libraries import after the CLI set their quiet defaults, as for a user.
+    # Without them torch.onnx logs "W... torchvision is not installed" per operator here.
+    student = _tiny_student(tmp_path / "student")
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENVIRONMENT and k != "FASTATTR_PROGRESS"}
+    run = subprocess.run([sys.executable, "-m", "fastattr", "export", str(student), "--out", str(tmp_path / "export"),
+                          "--dataset", str(kit.root() / "world")], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stderr.lower() and "torchvision" not in run.stderr and "\r" not in run.stderr
 
 
 def test_export_command_errors(tmp_path, capsys):

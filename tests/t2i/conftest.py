@@ -24,10 +24,11 @@ def text_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(text_folder: Path):
-    """T2IConfig.preset("tiny", ...) over the tiny text encoder (32-wide states)."""
+    """T2IConfig.preset("tiny", ...) over the tiny text encoder (32-wide states), at the 8x8 of tiny_world."""
     from fastattr.t2i import T2IConfig
 
     def make(**overrides):
+        overrides = {"image_size": 8, **overrides}
         config = T2IConfig.preset("tiny", text_encoder=str(text_folder), text_max_length=24, **overrides)
         return dataclasses.replace(config, unet={**config.unet, "cross_attention_dim": 32})
     return make

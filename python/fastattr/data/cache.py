@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._atomic import file_mode, remove_stale_temps, write_json
+from .._progress import make_progress
 
 __all__ = ["cached_rows", "cache_root", "content_digest"]
 
@@ -58,8 +59,6 @@ def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[in
         >>> a.shape, float(a.sum())
         ((3, 2), 6.0)
     """
-    from tqdm.auto import tqdm
-
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
         try:
@@ -76,8 +75,8 @@ def cached_rows(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[in
     offset = header.offset
     del header
     try:
-        with open(tmp, "r+b") as handle, tqdm(total=n, desc=desc, unit="row",
-                                               disable=not progress or not desc) as bar:
+        with open(tmp, "r+b") as handle, make_progress(total=n, desc=desc, unit="row",
+                                                        disable=not progress or not desc) as bar:
             handle.seek(offset)
             for lo in range(0, n, batch):
                 hi = min(lo + batch, n)

@@ -75,9 +75,11 @@ class Dataset:
 def write_dataset(
     path: str | os.PathLike[str], images: np.ndarray, captions: Sequence[str],
     attributes: Sequence[dict[str, Any]] | None = None, *, item_ids: Sequence[int] | None = None,
-    uris: Sequence[str | None] | None = None, meta: dict[str, Any] | None = None,
+    uris: Sequence[str | None] | None = None, meta: dict[str, Any] | None = None, overwrite: bool = False,
 ) -> Path:
     """Write ``images.npy``, ``items.jsonl`` and ``dataset.json`` into a new folder, atomically.
+
+    An existing folder at ``path`` is replaced only if it is a dataset folder, or with ``overwrite``.
 
     Example:
         >>> import tempfile, pathlib
@@ -102,7 +104,7 @@ def write_dataset(
     if uris is not None and len(uris) != n:
         raise DatasetError(f"uris has {len(uris)} entries for {n} images.")
     target = Path(path)
-    with atomic_dir(target, marker="dataset.json", what="dataset folder") as tmp:
+    with atomic_dir(target, marker="dataset.json", what="dataset folder", overwrite=overwrite) as tmp:
         np.save(tmp / "images.npy", images, allow_pickle=False)
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
             for i in range(n):

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._deps import require
+from .._progress import make_progress
 from ..errors import CheckpointError, InputError
 from .base import DiffusionModel
 
@@ -141,11 +142,8 @@ class DiffusersModel(DiffusionModel):
         prompts = list(prompts)
         if not prompts:
             raise InputError("generate() needs at least one prompt.")
-        starts = range(0, len(prompts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="generate", unit="batch")
+        starts = make_progress(range(0, len(prompts), batch_size), desc="generate", unit="batch",
+                               disable=not progress)
         out = []
         was_training = self.unet.training
         self.unet.eval()

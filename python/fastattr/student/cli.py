@@ -20,14 +20,20 @@ def _threads(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _threads(args)
+    from pathlib import Path
+
+    from .._atomic import check_replaceable
     from .pipeline import default_config, train_student
 
+    # Before decoding the dataset, which can take long for a big image folder.
+    check_replaceable(Path(args.out), "student.json", overwrite=args.overwrite, what="student checkpoint")
     config = default_config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
                             dim=args.dim, seed=args.seed, objective=args.objective,
                             skip=False if args.no_skip else None)
     log = train_student(dataset_from_args(args), args.teacher_set, args.out, image_encoder=args.image_encoder,
                         text_encoder=args.text_encoder, max_length=args.max_length, cache_dir=args.cache_dir,
-                        config=config, pretrain_steps=args.pretrain_steps, progress=not args.quiet)
+                        config=config, pretrain_steps=args.pretrain_steps, progress=not args.quiet,
+                        overwrite=args.overwrite)
     chosen = log.get("chosen", {})
     print(f"student: {args.out} (head {log['seconds']:.1f} s, total {log['seconds_total']:.1f} s; "
           f"held-out loss {chosen.get('loss', float('nan')):.4f}, mAP {chosen.get('map', float('nan')):.3f} "
@@ -83,6 +89,8 @@ def register(subparsers: Any) -> None:
     train.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/../.student-cache)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace whatever is at --out (by default only an existing student checkpoint is replaced)")
     train.set_defaults(handler=_train)
 
     ev = sub.add_parser("eval", help="mAP of the student and the baselines on the test queries",

@@ -44,8 +44,10 @@ def _spec(image_encoder: ImageEncoder, text_encoder: TextEncoder, head: Head, to
 
 
 def save_student(folder: str | Path, image_encoder: ImageEncoder, text_encoder: TextEncoder, head: Head,
-                 *, training: dict[str, Any] | None = None) -> Path:
+                 *, training: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a checkpoint: student.json, head.safetensors, tokenizer.json and both encoders' weights.
+
+    An existing folder at ``folder`` is replaced only if it is a student checkpoint, or with ``overwrite``.
 
     Example:
         >>> save_student("runs/student", image_encoder, text_encoder, head)  # doctest: +SKIP
@@ -53,7 +55,7 @@ def save_student(folder: str | Path, image_encoder: ImageEncoder, text_encoder: 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    with atomic_dir(folder, marker="student.json", what="student checkpoint") as tmp:
+    with atomic_dir(folder, marker="student.json", what="student checkpoint", overwrite=overwrite) as tmp:
         image_encoder.model.save_pretrained(tmp / "image_encoder", safe_serialization=True)
         text_encoder.model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
         text_encoder.tokenizer.save(str(tmp / "tokenizer.json"))

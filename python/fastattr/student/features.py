@@ -11,6 +11,7 @@ import numpy as np
 
 from .._atomic import save_npy
 from .._deps import require
+from .._progress import make_progress
 from .spec import preprocess_images, tokenize
 
 torch = require("torch", feature="fastattr.student")
@@ -52,12 +53,6 @@ def _cached(cache_dir: str | Path | None, kind: str, key: str, compute: Any) -> 
     return arr
 
 
-def _progress(total: int, desc: str, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not show, leave=False)
-
-
 def image_features(encoder: Any, images: np.ndarray, *, batch_size: int = 256,
                    cache_dir: str | Path | None = None, desc: str = "image features",
                    progress: bool = True) -> np.ndarray:
@@ -68,7 +63,8 @@ def image_features(encoder: Any, images: np.ndarray, *, batch_size: int = 256,
     """
     def compute() -> np.ndarray:
         out = np.empty((len(images), encoder.dim), np.float32)
-        with torch.inference_mode(), _progress(len(images), desc, progress) as bar:
+        with torch.inference_mode(), make_progress(total=len(images), desc=desc, unit="item",
+                                                      disable=not progress, leave=False) as bar:
             for start in range(0, len(images), batch_size):
                 chunk = preprocess_images(np.asarray(images[start:start + batch_size]), encoder)
                 out[start:start + len(chunk)] = encoder(torch.from_numpy(chunk)).float().numpy()
@@ -93,7 +89,8 @@ def text_features(encoder: Any, captions: Sequence[str], *, batch_size: int = 25
 
     def compute() -> np.ndarray:
         out = np.empty((len(captions), encoder.dim), np.float32)
-        with torch.inference_mode(), _progress(len(captions), desc, progress) as bar:
+        with torch.inference_mode(), make_progress(total=len(captions), desc=desc, unit="item",
+                                                      disable=not progress, leave=False) as bar:
             for start in range(0, len(captions), batch_size):
                 ids, mask = tokenize(captions[start:start + batch_size], encoder, tokenizer=encoder.tokenizer)
                 # Trim the shared padding: mean pooling ignores padded positions, so the result is

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._atomic import check_replaceable
 from .._deps import require
 from ..errors import InputError
 from ..teacher.teacher_set import TeacherSet, load_teacher_set
@@ -102,8 +103,10 @@ def train_student(dataset: Any, teacher_set: str | Path, out: str | Path, *,
                   image_encoder: str = WORLD_ENCODER, text_encoder: str | None = None,
                   max_length: int | None = None, cache_dir: str | Path | None = None,
                   config: TrainConfig | None = None, pretrain_steps: int = 500,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train the student from a dataset folder and a teacher set; write the checkpoint to ``out``.
+
+    Anything at ``out`` but a student checkpoint is refused before training unless ``overwrite``.
 
     Returns the training log (also stored in ``student.json`` under ``"training"``).
 
@@ -111,6 +114,7 @@ def train_student(dataset: Any, teacher_set: str | Path, out: str | Path, *,
         >>> log = train_student("runs/world", "runs/teacher", "runs/student")  # doctest: +SKIP
     """
     config = config or TrainConfig()
+    check_replaceable(Path(out), "student.json", overwrite=overwrite, what="student checkpoint")   # before training
     started = time.perf_counter()
     items = load_items(dataset)
     teacher = load_teacher_set(teacher_set, n_items=len(items))
@@ -135,7 +139,7 @@ def train_student(dataset: Any, teacher_set: str | Path, out: str | Path, *,
         "seconds_total": time.perf_counter() - started, "cpu_count": os.cpu_count(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     })
-    save_student(out, img, txt, head, training=log)
+    save_student(out, img, txt, head, training=log, overwrite=overwrite)
     return log
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._atomic import atomic_dir, write_json
 from .._deps import require
+from .._progress import make_progress
 from ..errors import DatasetError
 from .encoders import ImageEncoder, image_encoder_from_config, standin_vit_config
 from .spec import preprocess_images
@@ -103,11 +104,10 @@ def pretrain_image_encoder(images: np.ndarray, attributes: Sequence[Mapping[str,
     # Linear warm-up then cosine decay: short runs still end with small, stable updates.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / max(steps, 1))))
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     loss_value = float("nan")
-    for _ in tqdm(range(steps), desc="pretrain image encoder", disable=not progress, leave=False):
+    for _ in make_progress(range(steps), desc="pretrain image encoder", unit="step", disable=not progress,
+                           leave=False):
         batch = torch.from_numpy(rng.choice(train_idx, size=min(batch_size, len(train_idx)), replace=False))
         cls = model(pixel_values=pixels[batch]).last_hidden_state[:, 0]
         loss = sum(nn.functional.cross_entropy(heads[n.replace(".", "__")](cls), y[n][batch]) for n in names)

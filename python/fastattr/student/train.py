@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._deps import require
+from .._progress import make_progress
 from ..errors import CheckpointError, InputError
 from .head import Head, join_features
 from .loss import PairSampler, rank_labels, ranking_loss, regression_loss
@@ -185,8 +186,6 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
     loss_fn = ranking_loss if objective == "rank" else regression_loss
     history: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], dict[str, Any] | None] = ((0.0, 0.0), None)
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     step, first_loss, last_loss = 0, float("nan"), float("nan")
 
@@ -204,7 +203,8 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
 
     if val.any():
         checkpoint(None)
-    with tqdm(total=config.steps, desc=f"train head ({objective})", disable=not progress, leave=False) as bar:
+    with make_progress(total=config.steps, desc=f"train head ({objective})", unit="step",
+                       disable=not progress, leave=False) as bar:
         while step < config.steps:
             for q, i, y, t in sampler.epoch(batch_size=config.batch_size):
                 # Each distinct query and item goes through g once per step, however often it appears.
@@ -221,10 +221,10 @@ def train_head(features: Features, query_id: np.ndarray, item_id: np.ndarray, ra
                 step += 1
                 last_loss = float(loss.detach())
                 first_loss = last_loss if step == 1 else first_loss
-                bar.update(1)
                 if val.any() and (step % config.eval_every == 0 or step == config.steps):
                     metrics = checkpoint(last_loss)
                     bar.set_postfix(loss=f"{last_loss:.4f}", val_map=f"{metrics['map']:.3f}")
+                bar.update(1)  # after the postfix, so the last progress line shows the final metrics
                 if step >= config.steps:
                     break
     seconds = time.perf_counter() - start

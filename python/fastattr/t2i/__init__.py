@@ -6,7 +6,7 @@ diffusers pipeline folder: load it with :func:`fastattr.models.load_diffusion_mo
 Example:
     >>> from fastattr.t2i import T2IConfig
     >>> T2IConfig.preset("tiny").image_size
-    8
+    16
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "items.jsonl, a Hugging Face imagefolder, webdataset shards)")
     train.add_argument("out", help="model folder to write")
     train.add_argument("--preset", choices=["demo", "full", "tiny"], default=None,
-                       help="model size; default: demo up to 16x16 images, full above")
+                       help="model size, named as the world's (`fastattr world make --preset`): tiny (a smoke "
+                            "run), demo, full; default: demo up to 16x16 images, full above. The UNet follows "
+                            "the dataset's image size")
     train.add_argument("--image-size", type=int, default=None,
                        help="resize and centre-crop the images to this square side (default: the dataset's "
                             "size when its images are square and of one size)")
@@ -38,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default: the packaged all-MiniLM-L6-v2)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace whatever is at OUT (by default only an existing model folder is replaced)")
     train.set_defaults(handler=_train)
 
     sample = sub.add_parser("sample", help="generate PNGs from prompts")
@@ -52,11 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .._atomic import check_replaceable
     from ..data import load_dataset
     from ..errors import DatasetError
     from .config import T2IConfig
+    from .model import CONFIG_FILE
     from .trainer import train
 
+    # Before decoding the dataset, which can take long for a big image folder.
+    check_replaceable(Path(args.out), CONFIG_FILE, overwrite=args.overwrite, what="t2i model folder")
     ds = load_dataset(args.dataset, image_size=args.image_size, progress=True)
     h, w = ds.image_size
     if h != w:
@@ -68,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
         "text_encoder": args.text_encoder,
     }
     config = T2IConfig.preset(preset, **overrides)
-    train(ds, args.out, config, resume=args.resume, threads=args.threads)
+    train(ds, args.out, config, resume=args.resume, threads=args.threads, overwrite=args.overwrite)
     return 0
 
 

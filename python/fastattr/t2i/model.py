@@ -79,15 +79,17 @@ def build_pipeline(config: T2IConfig) -> Any:
 
 def save_model(path: str | os.PathLike[str], pipeline: Any, config: T2IConfig, *,
                train_state: dict[str, Any] | None = None,
-               extra_tensors: dict[str, "torch.Tensor"] | None = None) -> Path:
+               extra_tensors: dict[str, "torch.Tensor"] | None = None, overwrite: bool = False) -> Path:
     """Write the pipeline folder with ``t2i_config.json`` and ``train_state.json``, atomically.
+
+    An existing folder at ``path`` is replaced only if it is a t2i model folder, or with ``overwrite``.
 
     ``extra_tensors`` go to ``optimizer.safetensors`` (training state for resume).
     """
     from safetensors.torch import save_file
 
     target = Path(path)
-    with atomic_dir(target, marker=CONFIG_FILE, what="t2i model folder") as tmp:
+    with atomic_dir(target, marker=CONFIG_FILE, what="t2i model folder", overwrite=overwrite) as tmp:
         pipeline.save_pretrained(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (tmp / "train_state.json").write_text(

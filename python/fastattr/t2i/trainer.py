@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._atomic import check_replaceable
 from .._deps import require
+from .._progress import make_progress
 from ..errors import CheckpointError, DatasetError
 from .config import T2IConfig
-from .model import build_pipeline, load_model, read_json, save_model
+from .model import CONFIG_FILE, build_pipeline, load_model, read_json, save_model
 
 torch = require("torch", feature="fastattr.t2i")
 
@@ -101,7 +103,7 @@ def training_loss(model: Any, x: "torch.Tensor", states: "torch.Tensor", timeste
 
 def train(
     dataset: Any, out: str | os.PathLike[str], config: T2IConfig | None = None, *,
-    resume: bool = False, progress: bool = True, threads: int | None = None,
+    resume: bool = False, progress: bool = True, threads: int | None = None, overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> Any:
     """Train a pixel-space model on ``dataset`` (a :class:`fastattr.data.Dataset` or any folder
@@ -109,7 +111,8 @@ def train(
 
     Checkpoints every ``config.checkpoint_every`` steps and at the end. With ``resume=True`` an
     existing folder at ``out`` continues from its last checkpoint (its config wins, except that
-    ``steps`` may be raised) and ends with exactly the weights of an uninterrupted run. Returns the
+    ``steps`` may be raised) and ends with exactly the weights of an uninterrupted run. Anything
+    at ``out`` but a t2i model folder is refused before training unless ``overwrite``. Returns the
     trained :class:`fastattr.models.DiffusersModel`.
 
     Example:
@@ -123,6 +126,8 @@ def train(
     torch.set_num_threads(threads or os.cpu_count() or 1)
     config = config or T2IConfig.preset("demo")
     out = Path(out)
+    # Refused now, not at the first checkpoint minutes later: only a model folder (or overwrite) is replaced.
+    check_replaceable(out, CONFIG_FILE, overwrite=overwrite, what="t2i model folder")
     start_step = 0
     if resume and (out / "train_state.json").is_file():
         model, saved = load_model(out)
@@ -168,17 +173,14 @@ def train(
         _load_optimizer(optimizer, unet, out / "optimizer.safetensors")
     unet.train()
     steps = range(start_step, config.steps)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=start_step, desc="t2i train", unit="step")
+    bar = make_progress(total=config.steps, initial=start_step, desc="t2i train", unit="step",
+                        disable=not progress)
     running = None
     t_start, cpu_start = time.perf_counter(), time.process_time()
 
     def checkpoint(step: int) -> None:
         unet.eval()
-        save_model(out, pipeline, config, train_state={
+        save_model(out, pipeline, config, overwrite=overwrite, train_state={
             "step": step, "seed": config.seed, "steps": config.steps,
             "loss": running, "n_items": len(ds), "dataset": str(ds.path) if ds.path else None,
             "train_seconds": round(time.perf_counter() - t_start, 2),
@@ -216,14 +218,12 @@ def train(
         if not math.isfinite(item):
             raise CheckpointError(f"training diverged at step {step} (loss {item}); lower the learning rate.")
         running = item if running is None else 0.98 * running + 0.02 * item
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}")
+        bar.set_postfix(loss=f"{running:.4f}")
+        bar.update(1)
         done = step + 1
         if done % config.checkpoint_every == 0 and done < config.steps:
             checkpoint(done)
-    if bar is not None:
-        bar.close()
+    bar.close()
     if config.channels_last:
         unet.to(memory_format=torch.contiguous_format)
     checkpoint(config.steps)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, write_json
+from .._progress import make_progress
 from ..data.cache import content_digest
 from ..errors import CheckpointError, InputError
 from .ekfac import FISHER_KINDS, KVFisher
@@ -323,15 +324,13 @@ def _describe_run(model: "DiffusionModel", n_items: int, queries: QueryInputs, m
 def _score_all(work: Path, pending: list[int], *, method: TeacherMethod, model: "DiffusionModel",
                workers: int, progress: bool) -> dict[str, list[float]]:
     """Score the pending queries in this process or a pool; returns seconds per query by split."""
-    from tqdm.auto import tqdm
-
     splits = json.loads((work / "run.json").read_text(encoding="utf-8"))["splits"]
     seconds: dict[str, list[float]] = {"train": [], "test": []}
     if not pending:
         return seconds
     # Test queries (whole training set) first: they are the longest tasks, so the pool balances better.
     pending = sorted(pending, key=lambda q: (splits[q] != "test", q))
-    bar = tqdm(total=len(pending), desc="teacher queries", unit="query", disable=not progress)
+    bar = make_progress(total=len(pending), desc="teacher queries", unit="query", disable=not progress)
     if workers == 1:
         worker = Worker(work, method, model)
         for q in pending:
@@ -346,5 +345,9 @@ def _score_all(work: Path, pending: list[int], *, method: TeacherMethod, model: 
             for q, sec in pool.imap_unordered(run_in_process, pending, chunksize=1):
                 seconds[splits[q]].append(sec)
                 bar.update(1)
+            # Let the workers exit rather than be terminated on leaving the block: a terminated
+            # worker leaves its semaphores (tqdm's lock) to the resource tracker, which warns at exit.
+            pool.close()
+            pool.join()
     bar.close()
     return seconds

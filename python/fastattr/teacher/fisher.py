@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
+from .._progress import make_progress
 from ..errors import DatasetError, InputError
 from .ekfac import KVFisher, LayerFisher
 from .layers import PerSampleGrads
@@ -72,8 +73,6 @@ def fit_fisher(
         >>> fisher = fit_fisher(model, x, c, draws_per_item=2)  # doctest: +SKIP
         >>> fisher.save("fisher.safetensors")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     n = _check_inputs(images, text_states, draws_per_item, batch_size)
     unet = model.unet
     layers = model.kv_layers()
@@ -83,8 +82,8 @@ def fit_fisher(
 
     def draws(pass_no: int) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         # The same draws in both passes: _batches seeds each batch by its position.
-        return tqdm(_batches(n, draws_per_item, batch_size, seed, shape, n_t), total=n_batches,
-                    desc=f"Fisher pass {pass_no}/2", disable=not progress)
+        return make_progress(_batches(n, draws_per_item, batch_size, seed, shape, n_t), total=n_batches,
+                             desc=f"Fisher pass {pass_no}/2", unit="batch", disable=not progress)
 
     was_training = unet.training
     unet.eval()

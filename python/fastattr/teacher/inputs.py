@@ -37,8 +37,8 @@ def dataset_inputs(model: "DiffusionModel", dataset: Any, cache_dir: str | os.Pa
     if size != (model.resolution, model.resolution):
         raise DatasetError(
             f"the dataset's images are {size[0]}×{size[1]} but the model takes "
-            f"{model.resolution}×{model.resolution}; load the dataset with image_size={model.resolution} "
-            f"(CLI: --image-size {model.resolution})")
+            f"{model.resolution}×{model.resolution}; load the dataset with image_size={model.resolution}, "
+            "or pass its folder: the teacher loads folders at the model's resolution")
     data_key = dataset.digest()
     key = content_digest(model.digest(), ":", data_key)
     root = Path(cache_dir)

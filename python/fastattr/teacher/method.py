@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .._atomic import save_npy, write_bytes
+from .._progress import make_progress
 from ..errors import InputError
 from .ekfac import FISHER_KINDS, KVFisher, load_fisher
 from .scoring import grid_losses, item_noise, scores_from_losses, seed_of, timestep_grid
@@ -118,8 +119,6 @@ class AbUPlus(TeacherMethod):
         return {"timesteps": self.timesteps(model).tolist()}
 
     def prepare(self, work: Path, model: "DiffusionModel", *, item_ids: np.ndarray, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         write_bytes(work / "fisher.safetensors", self.fisher.to_bytes())
         item_x = load_array(work / "item_x.npy")
         item_text = load_array(work / "item_text_states.npy")
@@ -134,8 +133,8 @@ class AbUPlus(TeacherMethod):
             if flip and not self.flip:
                 continue
             out = torch.empty(len(item_ids), len(ts))
-            for start in tqdm(range(0, len(item_ids), chunk), desc="losses before unlearning",
-                              disable=not progress):
+            for start in make_progress(range(0, len(item_ids), chunk), desc="losses before unlearning",
+                                       unit="chunk", disable=not progress):
                 sl = slice(start, start + chunk)
                 noise = item_noise(item_ids[sl], ts, shape, seed=self.seed)
                 out[sl] = grid_losses(model, item_x[sl].float(), item_text[sl].float(), noise, ts,

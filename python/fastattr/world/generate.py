@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import check_replaceable
+from .._progress import make_progress
 from ..errors import DatasetError
 from ..data.dataset import Dataset, write_dataset
 from ..data.layouts import load_dataset
@@ -119,12 +122,7 @@ def generate(
     _check_params(n_items, image_size)
     images = np.empty((n_items, image_size, image_size, 3), dtype=np.uint8)
     attributes: list[dict[str, Any]] = []
-    indices: Any = range(n_items)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="world", unit="item")
-    for i in indices:
+    for i in make_progress(range(n_items), desc="world", unit="item", disable=not progress):
         attrs = sample_attributes(seed, i, held_out=held_out)
         images[i] = render(attrs, image_size)
         attributes.append(attrs)
@@ -143,9 +141,11 @@ def _check_params(n_items: int, image_size: Any) -> None:
 
 def make_world(
     path: str | os.PathLike[str], *, n_items: int = PRESETS["demo"]["n_items"], seed: int = 0,
-    image_size: int = PRESETS["demo"]["image_size"], progress: bool = False,
+    image_size: int = PRESETS["demo"]["image_size"], progress: bool = False, overwrite: bool = False,
 ) -> Dataset:
     """Generate the world and write it as a dataset folder (atomically); returns it loaded.
+
+    An existing folder at ``path`` is replaced only if it is a dataset folder, or with ``overwrite``.
 
     Example:
         >>> import tempfile, pathlib
@@ -153,12 +153,14 @@ def make_world(
         >>> len(ds), ds.images.shape[1:]
         (8, (16, 16, 3))
     """
+    check_replaceable(Path(path), "dataset.json", overwrite=overwrite, what="dataset folder")   # before generating
     images, captions, attributes = generate(
         n_items, seed=seed, image_size=image_size, progress=progress
     )
     write_dataset(
         path, images, captions, attributes,
         meta={"generator": "fastattr.world", "seed": int(seed), "held_out_rule": "palette.is_held_out"},
+        overwrite=overwrite,
     )
     return load_dataset(path)
 
