@@ -23,7 +23,7 @@ from . import world as world_bench
 from .bundles import export_realsize, random_bundle, random_vectors
 from .realsize import RealSizeSpec, build_embedder
 from .reference import EagerReference
-from .stages import bare_forward, bare_session, sample_png, sample_prompt, sdk_breakdown, warm_index
+from .stages import bare_forward, bare_session, batch_costs, sample_png, sample_prompt, sdk_breakdown, warm_index
 from .timing import loadavg, machine_info, time_interleaved
 
 __all__ = ["main", "measure_size", "evaluate_bars"]
@@ -95,6 +95,13 @@ def measure_size(results: dict[str, Any], exported: Any, spec: RealSizeSpec, n_i
                                         e2e[f"sdk_{p}"], e2e[f"bare_{p}"], "p50 over p50, interleaved"))
         results["ratios"].append(_ratio(f"reference / SDK {p}, N={n_items:,}", e2e["reference"], e2e[f"sdk_{p}"],
                                         "speed-up: reference p50 over SDK p50, interleaved"))
+    print(f"[bench] N={n_items:,}: per-image cost of query_batch, load {loadavg()}", flush=True)
+    for p, attributor in sdk.items():
+        for size, latency in batch_costs(attributor, image, prompt, sizes=args.batch_sizes, k=k, n=args.n,
+                                         max_seconds=args.max_seconds).items():
+            how = "query()" if size == 1 else f"query_batch of {size}"
+            results["configs"].append(_entry(f"SDK {p} per image, {how}, N={n_items:,}", n_items, latency,
+                                             batch_size=size))
     results["configs"].append(_entry(f"SDK fp32, uint8 array input, N={n_items:,}", n_items, e2e["sdk_fp32_array"]))
     results["ratios"].append(_ratio(f"SDK fp32 end-to-end (array input) / bare ONNX forward fp32, N={n_items:,}",
                                     e2e["sdk_fp32_array"], e2e["bare_fp32"], "p50 over p50, interleaved"))
@@ -159,12 +166,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="consecutive calls of one configuration per turn of the round-robin")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop a measurement's rounds after this long")
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--batch-sizes", default="1,4,16", help="query_batch sizes whose per-image cost is measured")
     world_bench.add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("give --out DIR or set FASTATTR_BENCH_OUT")
     sizes = args.sizes or ("2000" if args.quick else ",".join(str(s) for s in FULL_SIZES))
     args.sizes = [int(s) for s in sizes.split(",") if s.strip()]
+    args.batch_sizes = tuple(int(s) for s in args.batch_sizes.split(",") if s.strip())
     return args
 
 

@@ -24,7 +24,7 @@ from fastattr.attributor import STAGES as SDK_STAGES
 
 from .timing import Latency, summarize
 
-__all__ = ["SDK_STAGES", "sdk_breakdown", "warm_index", "bare_session", "bare_forward", "sample_png", "sample_prompt"]
+__all__ = ["SDK_STAGES", "sdk_breakdown", "batch_costs", "warm_index", "bare_session", "bare_forward", "sample_png", "sample_prompt"]
 
 
 def sdk_breakdown(attributor: Any, image: Any, prompt: str, *, k: int = 10, n: int = 50, warmup: int = 3,
@@ -54,6 +54,36 @@ def sdk_breakdown(attributor: Any, image: Any, prompt: str, *, k: int = 10, n: i
         if max_seconds is not None and time.perf_counter() - start > max_seconds and done >= 3:
             break
     return {key: summarize(values) for key, values in seconds.items()}
+
+
+def batch_costs(attributor: Any, image: Any, prompt: str, *, sizes: tuple[int, ...] = (1, 4, 16), k: int = 10,
+                n: int = 20, max_seconds: float | None = None) -> dict[int, Latency]:
+    """Per-image latency of ``attributor.query_batch`` at each batch size (a batch's seconds / its size).
+
+    A product that samples several images at once may attribute them in one call; this says
+    what each image then costs, against single ``query`` calls (batch size 1).
+
+    Example:
+        >>> costs = batch_costs(attributor, png_bytes, "a red square", sizes=(1, 4), n=3)  # doctest: +SKIP
+        >>> sorted(costs)  # doctest: +SKIP
+        [1, 4]
+    """
+    out: dict[int, Latency] = {}
+    for size in sizes:
+        images, prompts = [image] * size, [prompt] * size
+        call = (lambda: attributor.query(image, prompt, k=k)) if size == 1 else \
+            (lambda: attributor.query_batch(images, prompts, k=k))
+        call()
+        seconds: list[float] = []
+        start = time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            seconds.append((time.perf_counter() - t0) / size)
+            if max_seconds is not None and time.perf_counter() - start > max_seconds and len(seconds) >= 3:
+                break
+        out[size] = summarize(seconds)
+    return out
 
 
 def warm_index(bundle: Any, threads: int | None = None) -> None:

@@ -118,7 +118,10 @@ class Attributor:
         bundle = open_bundle(path, verify=verify)
         if not bundle.has(_VARIANTS[precision]):
             raise BundleError(f"bundle {bundle.root} has no {precision} embedder; build it with `fastattr export --{precision}`")
-        session = make_session(bundle.file(_VARIANTS[precision]), device=device, threads=threads)
+        # No spinning: a query runs one forward and then the index scan, and ORT's workers spinning
+        # after the forward took the scan's cores (bench/query/contention.py: the 1M scan took
+        # 41 ms after a spinning forward, 30 ms after a quiet one, 31 ms alone).
+        session = make_session(bundle.file(_VARIANTS[precision]), device=device, threads=threads, spinning=False)
         from . import index as index_module
 
         index = index_module.open(str(bundle.file("index")))
