@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, help="embedder folder to write")
     add_dataset_arguments(parser, required=False)
     parser.add_argument("--fp16", action="store_true", help="also write embedder.fp16.onnx (for CUDA)")
-    parser.add_argument("--int8", action="store_true", help="also write embedder.int8.onnx (int8-dynamic, CPU)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write embedder.int8.onnx (CPU: int8 MatMul weights per channel, activations "
+                        "quantized per batch; dropped with a warning below min cosine 0.98)")
     parser.add_argument("--parity-n", type=int, default=64, help="number of parity inputs (>= 64)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace whatever is at --out (by default only an existing export folder is replaced)")

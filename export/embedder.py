@@ -4,7 +4,8 @@ Layout (format "fastattr-embedder", version 1)::
 
     embedder.onnx        fp32, parity-checked against torch (always)
     embedder.fp16.onnx   optional, for CUDA
-    embedder.int8.onnx   optional, int8-dynamic for CPU
+    embedder.int8.onnx   optional, for CPU: MatMul weights int8 per channel, activations
+                         quantized per batch (docs/quantization.md)
     tokenizer.json
     export.json          dim, preprocessing, files, parity per file, source
 
@@ -36,7 +37,8 @@ __all__ = ["FORMAT", "ExportedEmbedder", "export_embedder", "export_student", "l
 
 FORMAT = "fastattr-embedder"
 VERSION = 1
-# Variants must keep at least this cosine to the torch embedder, else they are dropped with a warning.
+# Variants must keep at least this cosine to the torch embedder on every parity input, else they
+# are dropped with a warning (the int8 figures behind 0.98: docs/quantization.md).
 VARIANT_MIN_COSINE = {"embedder_fp16": 0.999, "embedder_int8": 0.98}
 VARIANT_FILES = {"embedder_fp16": "embedder.fp16.onnx", "embedder_int8": "embedder.int8.onnx"}
 
