@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from typing import Any, Callable
@@ -22,7 +23,7 @@ import numpy as np
 
 from fastattr.attributor import STAGES as SDK_STAGES
 
-from .timing import Latency, summarize
+from .timing import Latency, summarize, time_calls
 
 __all__ = ["SDK_STAGES", "sdk_breakdown", "batch_costs", "warm_index", "bare_session", "bare_forward", "sample_png", "sample_prompt"]
 
@@ -73,16 +74,10 @@ def batch_costs(attributor: Any, image: Any, prompt: str, *, sizes: tuple[int, .
         images, prompts = [image] * size, [prompt] * size
         call = (lambda: attributor.query(image, prompt, k=k)) if size == 1 else \
             (lambda: attributor.query_batch(images, prompts, k=k))
-        call()
-        seconds: list[float] = []
-        start = time.perf_counter()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            call()
-            seconds.append((time.perf_counter() - t0) / size)
-            if max_seconds is not None and time.perf_counter() - start > max_seconds and len(seconds) >= 3:
-                break
-        out[size] = summarize(seconds)
+        whole = time_calls(call, n=n, warmup=1, max_seconds=max_seconds)
+        # Percentiles of a batch's seconds over its size are the percentiles of the per-image cost.
+        out[size] = dataclasses.replace(whole, **{name: round(getattr(whole, name) / size, 4) for name in
+                                                  ("p50_ms", "p99_ms", "mean_ms", "min_ms", "max_ms")})
     return out
 
 
