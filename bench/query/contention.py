@@ -18,12 +18,9 @@ Writes ``contention.json`` and ``contention.md`` into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from .bundles import export_realsize, random_bundle
 from .realsize import RealSizeSpec

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
