@@ -6,7 +6,8 @@ import abc
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from .unlearn import apply_delta, query_gradient, unlearning_delta
 if TYPE_CHECKING:
     from ..models import DiffusionModel
 
-__all__ = ["TeacherMethod", "QueryScorer", "AbUPlus", "load_array"]
+__all__ = ["TeacherMethod", "QueryScorer", "AbUPlus", "load_array", "screened_scores"]
 
 
 def load_array(path: Path) -> torch.Tensor:
@@ -33,7 +34,15 @@ def load_array(path: Path) -> torch.Tensor:
 
 
 class QueryScorer(abc.ABC):
-    """A method's per-process state: scores one query's candidates at a time."""
+    """A method's per-process state: scores one query's candidates at a time.
+
+    ``last_exact`` says which of the last :meth:`scores` are the method's full computation
+    (None: all of them); a method that screens a long candidate list sets it (AbU+ on test queries).
+    """
+
+    last_exact: np.ndarray | None = None
+    #: with ``last_exact``: the top this many of the last scores are exact (every item that can reach them is)
+    last_exact_top: int | None = None
 
     @abc.abstractmethod
     def scores(self, query_x: torch.Tensor, query_states: torch.Tensor, query_seed: int,
@@ -92,12 +101,18 @@ class AbUPlus(TeacherMethod):
     bf16: bool = True
     batch_size: int = 256
     seed: int = 0
+    #: rank whole-training-set queries by screening (see :func:`screened_scores`); None: the
+    #: largest mAP cutoff of the training set (metrics.cutoffs) must come out exact
+    screen: bool = False
+    exact_top: int | None = None
 
     def __post_init__(self) -> None:
         if self.fisher_kind not in FISHER_KINDS:
             raise InputError(f"fisher_kind {self.fisher_kind!r} is not one of {FISHER_KINDS}")
         if self.query_draws < 1 or self.batch_size < 1 or not self.eta > 0:
             raise InputError("query_draws and batch_size must be ≥ 1 and eta > 0")
+        if self.exact_top is not None and self.exact_top < 1:
+            raise InputError(f"exact_top must be ≥ 1 or None, got {self.exact_top}")
         self.name = "AbU+" if self.fisher_kind == "ekfac" else "AbU"
 
     def settings(self) -> dict[str, Any]:
@@ -165,14 +180,159 @@ class _AbUScorer(QueryScorer):
                                batch_size=m.batch_size, seed=query_seed)
         delta = unlearning_delta(self.fisher, grads, eta=m.eta, n_train=self.n_items, kind=m.fisher_kind)
         idx = torch.from_numpy(rows)
-        noise = item_noise(self.item_ids[idx].tolist(), self.timesteps, tuple(self.item_x.shape[1:]), seed=m.seed)
-        args = (self.item_x[idx].float(), self.item_text[idx].float(), noise, self.timesteps)
-        common = dict(batch_size=m.batch_size, autocast_bf16=m.bf16)
+        all_cols = np.arange(len(self.timesteps))
+        self.last_exact, self.last_exact_top = None, None
         with apply_delta(self.model, delta):
-            after = grid_losses(self.model, *args, **common)
-            after_flip = grid_losses(self.model, *args, flip=True, **common) if m.flip else None
+            if self._screens(rows):
+                tau, self.last_exact = screened_scores(
+                    lambda sel, cols: self._after_losses(rows[sel], cols), self.base[idx].numpy(),
+                    exact_top=self._exact_top())
+                self.last_exact_top = self._exact_top()
+                return tau
+            after = self._after_losses(rows, all_cols)
+            after_flip = self._after_losses(rows, all_cols, flip=True) if m.flip else None
         base_flip = self.base_flip[idx] if self.base_flip is not None else None
         return scores_from_losses(after, self.base[idx], after_flip, base_flip).numpy()
+
+    def _exact_top(self) -> int:
+        from ..student.metrics import cutoffs
+
+        return self.method.exact_top or max(cutoffs(self.n_items))
+
+    def _screens(self, rows: np.ndarray) -> bool:
+        """Screen only whole-training-set rankings (test queries), whose use is their top: a train
+        query's candidates all become labels, so they are always scored in full."""
+        m = self.method
+        return (m.screen and not m.flip and len(rows) == self.n_items
+                and len(self.timesteps) >= SCREEN_MIN_TIMESTEPS
+                and self.n_items >= SCREEN_MIN_RATIO * self._exact_top())
+
+    def _after_losses(self, rows: np.ndarray, cols: np.ndarray, *, flip: bool = False) -> torch.Tensor:
+        """Losses of ``rows`` at grid columns ``cols`` with the current weights, (len(rows), len(cols)).
+
+        The noise is regenerated a chunk of items at a time (it is a function of the item and the
+        timestep only), so a whole-set query never holds N × T noise tensors.
+        """
+        m = self.method
+        ts = self.timesteps[torch.as_tensor(cols, dtype=torch.long)]
+        out = torch.empty(len(rows), len(cols))
+        chunk = max(1, 8192 // max(1, len(cols)))
+        for start in range(0, len(rows), chunk):
+            idx = torch.from_numpy(np.ascontiguousarray(rows[start:start + chunk]))
+            noise = item_noise(self.item_ids[idx].tolist(), ts, tuple(self.item_x.shape[1:]), seed=m.seed)
+            out[start:start + len(idx)] = grid_losses(
+                self.model, self.item_x[idx].float(), self.item_text[idx].float(), noise, ts,
+                batch_size=m.batch_size, flip=flip, autocast_bf16=m.bf16)
+        return out
+
+
+#: screening needs the training set to be this many times the exact top, or it saves nothing
+SCREEN_MIN_RATIO = 8
+#: and this many timesteps, so that its first stage sees 4 of them per item
+SCREEN_MIN_TIMESTEPS = 16
+
+
+def screened_scores(
+    after_losses: Callable[[np.ndarray, np.ndarray], torch.Tensor],
+    base: np.ndarray,
+    *,
+    exact_top: int,
+    keep_fraction: float = 0.25,
+    block: int = 64,
+    miss_rate: float = 0.05,
+    calibration_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """τ of every item of a whole-set query, exact (bit for bit) for every item that can reach the top.
+
+    The grid's columns are split into three stages: every 4th column from 1, every 4th from 3,
+    and the even ones. All items get stage 1; the best ``keep_fraction`` by that partial τ get
+    stage 2; then items are completed ``block`` at a time, highest upper bound first, until no
+    incomplete item's upper bound reaches the ``exact_top``-th best exact τ.
+
+    An item's upper bound is its partial τ plus c × its own scale: the spread of its partial
+    columns (with the median spread added in quadrature, since 4 columns estimate a spread
+    poorly), shrunk by the fraction of columns still missing. The items that matter most are
+    the least regular: a near copy's columns spread several times wider than a typical item's,
+    and a margin shared by all items let one through on the tests' tiny model. c comes from the
+    errors, in units of scale, of the items completed so far: ``calibration_size`` drawn at random
+    first (items completed for their high estimate err towards overestimates), then at least
+    2 × ``exact_top`` more. It is their RMS times the normal quantile at which, were they
+    Gaussian, any of the n items exceeds its bound with probability ``miss_rate``, and never
+    less than their 99th percentile. Below :data:`SCREEN_MIN_TIMESTEPS` columns every item is
+    completed.
+
+    A loss does not depend on the batch it is computed in, so completed items have the τ the full
+    grid gives; incomplete ones keep their partial τ, below every exact top item.
+
+    Args:
+        after_losses: ``(item positions, grid columns) -> (n, len(cols))`` losses after unlearning.
+        base: (n, T) losses before unlearning.
+
+    Returns:
+        (τ float32 (n,), exact bool (n,)).
+    """
+    n, n_t = base.shape
+    everyone = np.arange(n)
+    if n_t < SCREEN_MIN_TIMESTEPS:
+        full = after_losses(everyone, np.arange(n_t))
+        return scores_from_losses(full, torch.from_numpy(base)).numpy(), np.ones(n, dtype=bool)
+    z = NormalDist().inv_cdf(1 - miss_rate / n)
+    stages = [np.arange(1, n_t, 4), np.arange(3, n_t, 4), np.arange(0, n_t, 2)]
+    losses = np.full((n, n_t), np.nan, dtype=np.float32)
+    done = np.zeros((n, n_t), dtype=bool)
+
+    def run(sel: np.ndarray, cols: np.ndarray) -> None:
+        if len(sel) and len(cols):
+            losses[np.ix_(sel, cols)] = after_losses(sel, cols).numpy()
+            done[np.ix_(sel, cols)] = True
+
+    def estimate_of(sel: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(partial τ, scale of its error) of items ``sel`` from grid columns ``cols``."""
+        diff = losses[np.ix_(sel, cols)].astype(np.float64) - base[np.ix_(sel, cols)]
+        spread = np.sqrt(np.mean(diff**2, axis=1))  # about the origin: 4 columns can hide a spread, not a mean
+        spread = np.sqrt(spread**2 + np.median(spread) ** 2)
+        return diff.mean(axis=1), spread * np.sqrt(1 / len(cols) - 1 / n_t)
+
+    run(everyone, stages[0])
+    est1, scale1 = estimate_of(everyone, stages[0])
+    calibration = np.sort(np.random.default_rng(n).choice(n, size=min(n, calibration_size), replace=False))
+    second = np.argsort(-est1, kind="stable")[: max(1, int(np.ceil(keep_fraction * n)))]
+    second = np.union1d(second, calibration)
+    run(second, stages[1])
+    has2 = np.isin(everyone, second)
+    est2, scale2 = est1.copy(), scale1.copy()
+    est2[second], scale2[second] = estimate_of(second, np.concatenate(stages[:2]))
+    estimate = np.where(has2, est2, est1)
+    exact = np.zeros(n, dtype=bool)
+    tau = np.full(n, np.nan)
+    min_exact = min(n, len(calibration) + 2 * exact_top)
+
+    def factor(est: np.ndarray, scale: np.ndarray, sel: np.ndarray) -> float:
+        errors = np.abs(est[sel] - tau[sel]) / scale[sel]
+        return max(float(np.sqrt(np.mean(errors**2))) * z, float(np.quantile(errors, 0.99)))
+
+    def next_block() -> np.ndarray:
+        """The next items to complete: none once no incomplete item's bound reaches the top."""
+        pending = np.flatnonzero(~exact)
+        key = estimate[pending]
+        if exact.sum() >= min_exact:
+            ex = np.flatnonzero(exact)
+            c1, c2 = factor(est1, scale1, ex), factor(est2, scale2, ex[has2[ex]])
+            key = np.where(has2, est2 + c2 * scale2, est1 + c1 * scale1)[pending]
+            reach = key >= np.sort(tau[ex])[-exact_top]
+            pending, key = pending[reach], key[reach]
+        return np.sort(pending[np.argsort(-key, kind="stable")[:block]])
+
+    chosen = calibration
+    while len(chosen):
+        for group in (chosen[has2[chosen]], chosen[~has2[chosen]]):
+            if len(group):
+                run(group, np.flatnonzero(~done[group[0]]))
+        # The same arithmetic as an unscreened query's τ, so completed items match it bit for bit.
+        tau[chosen] = scores_from_losses(torch.from_numpy(losses[chosen]), torch.from_numpy(base[chosen])).numpy()
+        exact[chosen] = True
+        chosen = next_block()
+    return np.where(exact, tau, estimate).astype(np.float32), exact
 
 
 def query_seed(seed: int, query_id: int) -> int:

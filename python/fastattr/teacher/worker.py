@@ -74,8 +74,13 @@ class Worker:
         rows, tau = self.scores(query_id)
         path = result_path(self.work, query_id)
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"item_rows": rows.astype(np.int64), "score": tau.astype(np.float32)}
+        if self.scorer.last_exact is not None:
+            # Which scores are the full computation (the rest are screening estimates).
+            arrays["exact"] = np.asarray(self.scorer.last_exact, dtype=bool)
+            arrays["exact_top"] = np.int64(self.scorer.last_exact_top or 0)
         with atomic_open(path, "wb") as handle:
-            np.savez(handle, item_rows=rows.astype(np.int64), score=tau.astype(np.float32))
+            np.savez(handle, **arrays)
         return query_id, time.perf_counter() - start
 
 
