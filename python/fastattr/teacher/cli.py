@@ -61,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cur.add_argument("--flip", action="store_true", help="also score flipped images and take the max")
     cur.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                      help="bf16 autocast for scoring (default on: 2x faster; --no-bf16 scores in fp32)")
+    cur.add_argument("--screen", action=argparse.BooleanOptionalAction, default=None,
+                     help="rank test queries by screening: exact scores for every item that can reach the "
+                     "top --exact-top, estimates below (experimental, default off)")
+    cur.add_argument("--exact-top", type=int, default=None,
+                     help="with --screen: how many top items must be exact (default: the largest mAP cutoff, 3.4%% of N)")
     cur.add_argument("--batch-size", type=int, default=None)
     cur.add_argument("--seed", type=int, default=None)
     cur.add_argument("--sample-steps", type=int, default=25, help="DDIM steps to generate the query images")
@@ -95,6 +100,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - CurationConfig, importe
         "n_train_queries": args.train_queries, "n_test_queries": args.test_queries,
         "candidates_k": args.candidates_k, "n_timesteps": args.timesteps, "query_draws": args.query_draws,
         "eta": args.eta, "fisher_kind": args.fisher_kind, "batch_size": args.batch_size, "seed": args.seed,
+        "screen": args.screen, "exact_top": args.exact_top,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.subsample_m is not None:

@@ -62,6 +62,11 @@ class CurationConfig:
     bf16: bool = True
     batch_size: int = 256
     seed: int = 0
+    # Test queries: screen the whole set and compute exactly only the items likely to reach the
+    # top exact_top (None: the largest mAP cutoff). Off until measured on real grids
+    # (docs/teacher.md "Screening").
+    screen: bool = False
+    exact_top: int | None = None
 
     @classmethod
     def full(cls, **overrides: Any) -> "CurationConfig":
@@ -83,12 +88,14 @@ class CurationConfig:
             raise InputError(f"subsample_m must be ≥ 1 or None, got {self.subsample_m}")
         if self.query_draws < 1 or self.batch_size < 1 or not self.eta > 0:
             raise InputError("query_draws and batch_size must be ≥ 1 and eta > 0")
+        if self.exact_top is not None and self.exact_top < 1:
+            raise InputError(f"exact_top must be ≥ 1 or None, got {self.exact_top}")
 
     def method(self, fisher: KVFisher) -> AbUPlus:
         """The AbU+ (or AbU, with ``fisher_kind="diag"``) method with these settings."""
         return AbUPlus(fisher=fisher, fisher_kind=self.fisher_kind, eta=self.eta, query_draws=self.query_draws,
                        n_timesteps=self.n_timesteps, flip=self.flip, bf16=self.bf16,
-                       batch_size=self.batch_size, seed=self.seed)
+                       batch_size=self.batch_size, seed=self.seed, screen=self.screen, exact_top=self.exact_top)
 
 
 @dataclass
@@ -229,11 +236,12 @@ def curate(
     pending = [q for q in range(n_q) if not result_path(work, q).is_file()]
     start = time.perf_counter()
     seconds = _score_all(work, pending, method=method, model=model, workers=workers, progress=progress)
-    results = _load_results(work, n_q)
+    results, screened = _load_results(work, n_q)
     meta = {**_describe_run(model, len(items), queries, method, config),
             "seconds_per_query": {s: float(np.mean(v)) for s, v in seconds.items() if v},
             "scoring_seconds_this_run": round(time.perf_counter() - start, 2),
-            "resumed_queries": n_q - len(pending), **(extra_meta or {})}
+            "resumed_queries": n_q - len(pending), "screened_queries": screened,
+            **(extra_meta or {})}
     return write_teacher_set(root, captions=list(queries.captions), splits=list(queries.splits),
                              query_images=queries.images, results=results, meta=meta,
                              sources=queries.sources)
@@ -294,13 +302,16 @@ def _open_work(work: Path, run_info: dict[str, Any], *, overwrite: bool) -> None
     write_json(old, run_info)
 
 
-def _load_results(work: Path, n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(item rows, scores) of every query, from its result file."""
-    results = []
+def _load_results(work: Path, n_queries: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """(item rows, scores) of every query, from its result file, and what was screened:
+    ``{query id: {"exact_top": L, "exact_items": n}}`` for each query scored exactly only at its top."""
+    results, screened = [], {}
     for q in range(n_queries):
         with np.load(result_path(work, q), allow_pickle=False) as r:
             results.append((r["item_rows"], r["score"]))
-    return results
+            if "exact" in r.files:
+                screened[str(q)] = {"exact_top": int(r["exact_top"]), "exact_items": int(r["exact"].sum())}
+    return results, screened
 
 
 def _model_info(model: "DiffusionModel") -> dict[str, Any]:
