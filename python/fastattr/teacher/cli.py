@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cur.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                      help="bf16 autocast for scoring (default on: 2x faster; --no-bf16 scores in fp32)")
     cur.add_argument("--screen", action=argparse.BooleanOptionalAction, default=None,
-                     help="rank test queries by screening: exact scores for every item that can reach the "
+                     help="rank test queries by screening: exact scores for the items likely to reach the "
                      "top --exact-top, estimates below (experimental, default off)")
     cur.add_argument("--exact-top", type=int, default=None,
                      help="with --screen: how many top items must be exact (default: the largest mAP cutoff, 3.4%% of N)")

@@ -242,7 +242,7 @@ def screened_scores(
     miss_rate: float = 0.05,
     calibration_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """τ of every item of a whole-set query, exact (bit for bit) for every item that can reach the top.
+    """τ of every item of a whole-set query, exact (bit for bit) for the items likely to reach the top.
 
     The grid's columns are split into three stages: every 4th column from 1, every 4th from 3,
     and the even ones. All items get stage 1; the best ``keep_fraction`` by that partial τ get
