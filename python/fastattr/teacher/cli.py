@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="rank test queries by screening: exact scores for the items likely to reach the "
                      "top --exact-top, estimates below (experimental, default off)")
     cur.add_argument("--exact-top", type=int, default=None,
-                     help="with --screen: how many top items must be exact (default: the largest mAP cutoff, 3.4%% of N)")
+                     help="with --screen: how many top items must be exact "
+                     "(default: the largest mAP cutoff, 3.4%% of N)")
     cur.add_argument("--batch-size", type=int, default=None)
     cur.add_argument("--seed", type=int, default=None)
     cur.add_argument("--sample-steps", type=int, default=25, help="DDIM steps to generate the query images")
