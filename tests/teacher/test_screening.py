@@ -55,7 +55,7 @@ def test_screened_scores_are_exact_where_they_can_reach_the_top(seed: int, noise
 
 
 def test_screened_scores_with_no_room_computes_everything() -> None:
-    after, base = _grid(100, 8, 0)
+    after, base = _grid(100, 16, 0)  # 16 columns: the screening path, not the short-grid one
     tau, exact = screened_scores(lambda s, c: torch.from_numpy(after[np.ix_(s, c)]), base, exact_top=60)
     assert exact.all()
     full = scores_from_losses(torch.from_numpy(after), torch.from_numpy(base)).numpy()

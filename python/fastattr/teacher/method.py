@@ -41,7 +41,7 @@ class QueryScorer(abc.ABC):
     """
 
     last_exact: np.ndarray | None = None
-    #: with ``last_exact``: the top this many of the last scores are exact (every item that can reach them is)
+    #: with ``last_exact``: how many of the top scores screening aimed to keep exact
     last_exact_top: int | None = None
 
     @abc.abstractmethod
@@ -183,11 +183,11 @@ class _AbUScorer(QueryScorer):
         all_cols = np.arange(len(self.timesteps))
         self.last_exact, self.last_exact_top = None, None
         with apply_delta(self.model, delta):
-            if self._screens(rows):
+            top = self._exact_top()
+            if self._screens(rows, top):
                 tau, self.last_exact = screened_scores(
-                    lambda sel, cols: self._after_losses(rows[sel], cols), self.base[idx].numpy(),
-                    exact_top=self._exact_top())
-                self.last_exact_top = self._exact_top()
+                    lambda sel, cols: self._after_losses(rows[sel], cols), self.base[idx].numpy(), exact_top=top)
+                self.last_exact_top = top
                 return tau
             after = self._after_losses(rows, all_cols)
             after_flip = self._after_losses(rows, all_cols, flip=True) if m.flip else None
@@ -199,13 +199,13 @@ class _AbUScorer(QueryScorer):
 
         return self.method.exact_top or max(cutoffs(self.n_items))
 
-    def _screens(self, rows: np.ndarray) -> bool:
+    def _screens(self, rows: np.ndarray, exact_top: int) -> bool:
         """Screen only whole-training-set rankings (test queries), whose use is their top: a train
         query's candidates all become labels, so they are always scored in full."""
         m = self.method
         return (m.screen and not m.flip and len(rows) == self.n_items
                 and len(self.timesteps) >= SCREEN_MIN_TIMESTEPS
-                and self.n_items >= SCREEN_MIN_RATIO * self._exact_top())
+                and self.n_items >= SCREEN_MIN_RATIO * exact_top)
 
     def _after_losses(self, rows: np.ndarray, cols: np.ndarray, *, flip: bool = False) -> torch.Tensor:
         """Losses of ``rows`` at grid columns ``cols`` with the current weights, (len(rows), len(cols)).
@@ -244,9 +244,8 @@ def screened_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """τ of every item of a whole-set query, exact (bit for bit) for the items likely to reach the top.
 
-    The grid's columns are split into three stages: every 4th column from 1, every 4th from 3,
-    and the even ones. All items get stage 1; the best ``keep_fraction`` by that partial τ get
-    stage 2; then items are completed ``block`` at a time, highest upper bound first, until no
+    All items are scored on every 4th grid column from 1; the best ``keep_fraction`` by that
+    partial τ on every 4th from 3; then items are completed ``block`` at a time, highest upper bound first, until no
     incomplete item's upper bound reaches the ``exact_top``-th best exact τ.
 
     An item's upper bound is its partial τ plus c × its own scale: the spread of its partial
@@ -277,7 +276,7 @@ def screened_scores(
         full = after_losses(everyone, np.arange(n_t))
         return scores_from_losses(full, torch.from_numpy(base)).numpy(), np.ones(n, dtype=bool)
     z = NormalDist().inv_cdf(1 - miss_rate / n)
-    stages = [np.arange(1, n_t, 4), np.arange(3, n_t, 4), np.arange(0, n_t, 2)]
+    stages = [np.arange(1, n_t, 4), np.arange(3, n_t, 4)]
     losses = np.full((n, n_t), np.nan, dtype=np.float32)
     done = np.zeros((n, n_t), dtype=bool)
 
@@ -300,9 +299,9 @@ def screened_scores(
     second = np.union1d(second, calibration)
     run(second, stages[1])
     has2 = np.isin(everyone, second)
-    est2, scale2 = est1.copy(), scale1.copy()
-    est2[second], scale2[second] = estimate_of(second, np.concatenate(stages[:2]))
-    estimate = np.where(has2, est2, est1)
+    # The best estimate so far: from both stages where there are two.
+    estimate, scale = est1.copy(), scale1.copy()
+    estimate[second], scale[second] = estimate_of(second, np.concatenate(stages))
     exact = np.zeros(n, dtype=bool)
     tau = np.full(n, np.nan)
     min_exact = min(n, len(calibration) + 2 * exact_top)
@@ -317,8 +316,8 @@ def screened_scores(
         key = estimate[pending]
         if exact.sum() >= min_exact:
             ex = np.flatnonzero(exact)
-            c1, c2 = factor(est1, scale1, ex), factor(est2, scale2, ex[has2[ex]])
-            key = np.where(has2, est2 + c2 * scale2, est1 + c1 * scale1)[pending]
+            c1, c2 = factor(est1, scale1, ex), factor(estimate, scale, ex[has2[ex]])
+            key = np.where(has2, estimate + c2 * scale, est1 + c1 * scale1)[pending]
             reach = key >= np.sort(tau[ex])[-exact_top]
             pending, key = pending[reach], key[reach]
         return np.sort(pending[np.argsort(-key, kind="stable")[:block]])

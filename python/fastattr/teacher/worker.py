@@ -78,7 +78,7 @@ class Worker:
         if self.scorer.last_exact is not None:
             # Which scores are the full computation (the rest are screening estimates).
             arrays["exact"] = np.asarray(self.scorer.last_exact, dtype=bool)
-            arrays["exact_top"] = np.int64(self.scorer.last_exact_top or 0)
+            arrays["exact_top"] = np.int64(self.scorer.last_exact_top)
         with atomic_open(path, "wb") as handle:
             np.savez(handle, **arrays)
         return query_id, time.perf_counter() - start
